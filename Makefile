@@ -1,0 +1,36 @@
+# The README's two set-up commands: `make demo` and `make test`. Both create .venv if missing and install.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test install espeak lint clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# espeak-ng speaks the synthetic Speech Commands data (the demo's embedded default).
+espeak:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
+	      || { echo "could not install espeak-ng with apt-get; install it and rerun"; exit 1; }; \
+	  else \
+	    echo "espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng"; exit 1; \
+	  fi; }
+
+# Main job: low-rank STR FastGRNN keyword spotter on synthetic google13 (synthesized on first use).
+demo: $(STAMP) espeak
+	$(PY) -m strrnn.train --config configs/demo.yaml --out $(DEMO_OUT) --overwrite
+
+test: $(STAMP) espeak
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

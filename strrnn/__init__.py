@@ -1,0 +1,54 @@
+"""strrnn — Soft Threshold Reparameterization (STR): learn how much to compress each layer.
+
+Two modes share one threshold engine (:mod:`strrnn.threshold`):
+
+* low-rank mode (:class:`LowRankSTR`): ``W = A·diag(S(m, k·exp(s)))·B`` learns the rank of every recurrent
+  weight matrix;
+* unstructured mode (:class:`UnstructuredSTR`): ``W_eff = S(W, k·sigmoid(s))`` learns each layer's sparsity.
+
+Typical use::
+
+    import strrnn
+    cell = strrnn.cells.FastGRNNCell(input_size=32, hidden_size=100)
+    strrnn.lowrank(cell, "W")
+    strrnn.lowrank(cell, "U", g="exp", s_init=-10.0)
+    opt = torch.optim.Adam(strrnn.param_groups(cell, weight_decay=1e-3), lr=1e-3)
+    ...
+    print(strrnn.report(cell))      # per-tensor rank / sparsity, threshold, parameters
+    small = strrnn.export(cell)     # plain modules: rank-r factors / exact zeros
+"""
+
+from importlib import import_module
+
+from .export import export, has_str
+from .lowrank import LowRankLinear, LowRankSTR, low_rank_factors, lowrank, lowrank_rnn, rank, spectrum
+from .report import report
+from .threshold import (
+    Threshold,
+    get_threshold_function,
+    param_groups,
+    register_threshold_function,
+    soft_threshold,
+    threshold_functions,
+)
+from .unstructured import UnstructuredSTR, sparse, sparsify, sparsity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LowRankSTR", "UnstructuredSTR", "Threshold", "LowRankLinear",
+    "soft_threshold", "register_threshold_function", "get_threshold_function", "threshold_functions",
+    "lowrank", "lowrank_rnn", "low_rank_factors", "rank", "spectrum",
+    "sparse", "sparsify", "sparsity",
+    "param_groups", "report", "export", "has_str",
+    "cells", "models", "data",
+]
+
+_SUBMODULES = {"cells", "models", "data", "train", "compare", "evaluate", "callbacks"}
+
+
+def __getattr__(name: str):
+    # Import heavier submodules (cells, models, data) on first use so `import strrnn` stays light.
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'strrnn' has no attribute {name!r}")

@@ -1,0 +1,324 @@
+r"""Low-rank STR: learn the rank of a weight matrix by soft-thresholding its spectrum.
+
+For a weight :math:`W` of shape ``(out, in)`` and inner size :math:`r` (``min(out, in)`` or ``max_rank``):
+
+.. math::  W = A\,\operatorname{diag}\big(S(m, g(s))\big)\,B, \qquad
+           A \in \mathbb{R}^{out \times r},\; m \in \mathbb{R}^{r},\; B \in \mathbb{R}^{r \times in}
+
+with :math:`S(m, \alpha) = \operatorname{sign}(m)\operatorname{relu}(|m| - \alpha)` and, by default,
+:math:`\alpha = k e^{s}`. The learned rank is :math:`\operatorname{nnz}(S(m, \alpha))`.
+
+* ``factors="free"`` (the paper's form, STR §4.2.1): ``A``, ``B`` unconstrained, ``m`` starts at ones.
+* ``factors="orthogonal"``: ``A`` and ``B`` are kept orthonormal by a QR retraction in ``forward`` (columns of
+  ``A``, rows of ``B``), so :math:`|S(m)|` are exactly the singular values of ``W`` and the rank is exact.
+
+``right_inverse(W)`` is the (truncated) SVD :math:`W = U\Sigma V^\top`: free factors take
+:math:`A = U\sqrt\Sigma`, :math:`B = \sqrt\Sigma V^\top`, :math:`m = 1 + \alpha`; orthogonal factors take
+:math:`A = U`, :math:`B = V^\top`, :math:`m = \sigma + \alpha`. Adding :math:`\alpha` undoes the soft threshold,
+so a dense (pretrained) weight is reproduced exactly at step 0 when ``r = min(out, in)``.
+
+``min_rank`` (default 1) protects the largest ``min_rank`` spectrum entries: the threshold is capped just at
+the ``(min_rank + 1)``-th largest ``|m|``, so training can never collapse a matrix to rank 0.
+
+``threshold=False`` gives fixed-rank ("vanilla") factorization ``W = A·B`` (``m`` frozen at one).
+
+The parametrization follows :mod:`torch.nn.utils.parametrize`; registered on ``module.weight`` it stores
+``parametrizations.weight.original0`` (``A``), ``original1`` (``m``), ``original2`` (``B``) and the
+threshold's ``s`` at ``parametrizations.weight.0.threshold.s``. Build optimizers after registering it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from .threshold import Threshold, soft_threshold
+
+__all__ = [
+    "LowRankSTR",
+    "LowRankLinear",
+    "lowrank",
+    "lowrank_rnn",
+    "low_rank_factors",
+    "spectrum",
+    "rank",
+    "FACTOR_KINDS",
+]
+
+FACTOR_KINDS = ("free", "orthogonal")
+
+
+def _orthonormal_columns(x: torch.Tensor) -> torch.Tensor:
+    """Q factor of ``x`` (n, r), n >= r, with the sign convention diag(R) >= 0 (so Q(Q) = Q)."""
+    q, r = torch.linalg.qr(x)
+    signs = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(x.dtype)
+    return q * signs
+
+
+class LowRankSTR(nn.Module):
+    r"""Parametrization ``(A, m, B) -> A·diag(S(m, g(s)))·B`` of a weight of shape ``(out, in)``.
+
+    Args:
+        shape: shape of the weight, ``(out, in)``; a 4-D conv weight ``(out, c, kh, kw)`` only with
+            ``flatten=True`` (treated as ``(out, c·kh·kw)``).
+        max_rank: inner size ``r``; default ``min(out, in)``.
+        factors: ``"free"`` or ``"orthogonal"``.
+        g, k, s_init: threshold function, its scale and the initial ``s`` (see :class:`strrnn.Threshold`).
+        min_rank: number of largest spectrum entries the threshold can never cut (0 disables).
+        threshold: ``False`` for fixed-rank factorization without STR.
+        flatten: accept weights of more than two dimensions by flattening all but the first.
+    """
+
+    # index of the spectrum among the originals, used by :func:`strrnn.param_groups`
+    spectrum_original_indices = (1,)
+
+    def __init__(
+        self,
+        shape: Iterable[int],
+        max_rank: int | None = None,
+        factors: str = "free",
+        g: str | Callable = "exp",
+        k: float = 1.0,
+        s_init: float = -10.0,
+        min_rank: int = 1,
+        threshold: bool = True,
+        flatten: bool = False,
+    ) -> None:
+        super().__init__()
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 2 and not (flatten and len(shape) > 2):
+            hint = " (pass flatten=True to factor it as (out, in·kh·kw))" if len(shape) > 2 else ""
+            raise ValueError(f"LowRankSTR needs a 2-D weight (out, in); got shape {shape}{hint}")
+        if any(d <= 0 for d in shape):
+            raise ValueError(f"LowRankSTR needs a non-empty weight; got shape {shape}")
+        if factors not in FACTOR_KINDS:
+            raise ValueError(f"unknown factors={factors!r}; choose one of {', '.join(FACTOR_KINDS)}")
+        self.shape = shape
+        self.matrix_shape = (shape[0], math.prod(shape[1:]))
+        full_rank = min(self.matrix_shape)
+        if max_rank is None:
+            max_rank = full_rank
+        if not isinstance(max_rank, int) or not 1 <= max_rank <= full_rank:
+            raise ValueError(
+                f"max_rank must be an integer in [1, {full_rank}] for a weight of shape {shape}, "
+                f"got max_rank={max_rank!r}"
+            )
+        if not isinstance(min_rank, int) or not 0 <= min_rank <= max_rank:
+            raise ValueError(f"min_rank must be an integer in [0, max_rank={max_rank}], got min_rank={min_rank!r}")
+        self.max_rank = max_rank
+        self.factor_kind = factors
+        self.min_rank = min_rank
+        self.threshold = Threshold((), g=g, k=k, s_init=s_init) if threshold else None
+
+    # -- the math ---------------------------------------------------------------------------------------
+    def alpha(self, m: torch.Tensor) -> torch.Tensor:
+        """Effective threshold for spectrum ``m`` (r,): ``g(s)`` capped so ``min_rank`` entries survive."""
+        if self.threshold is None:
+            return m.new_zeros(())
+        alpha = self.threshold()
+        if self.min_rank >= m.numel():
+            return alpha.new_zeros(())
+        if self.min_rank > 0:
+            # The (min_rank+1)-th largest |m|: a threshold at this value keeps exactly the top min_rank.
+            cap = torch.topk(m.detach().abs(), self.min_rank + 1).values[-1]
+            alpha = torch.minimum(alpha, cap)
+        return alpha
+
+    def thresholded(self, m: torch.Tensor) -> torch.Tensor:
+        """The learned spectrum ``S(m, alpha)`` (r,), exact zeros for cut entries."""
+        if self.threshold is None:
+            return m
+        return soft_threshold(m, self.alpha(m))
+
+    def factors(
+        self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(left (out, r), spectrum (r,), right (r, in))`` with ``W = left·diag(spectrum)·right``.
+
+        Differentiable; the runner of a recurrent cell uses it to multiply through the factors when that is
+        cheaper than materializing ``W``.
+        """
+        if self.factor_kind == "orthogonal":
+            A = _orthonormal_columns(A)
+            B = _orthonormal_columns(B.mT).mT
+        return A, self.thresholded(m), B
+
+    def forward(self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """``(A (out, r), m (r,), B (r, in)) -> W`` of the registered shape."""
+        left, spec, right = self.factors(A, m, B)
+        return ((left * spec) @ right).reshape(self.shape)
+
+    def right_inverse(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``W`` (registered shape) -> ``(A, m, B)`` from its truncated SVD (exact when ``r = min(out, in)``)."""
+        if tuple(W.shape) != self.shape:
+            raise ValueError(f"LowRankSTR was built for shape {self.shape}, got a weight of shape {tuple(W.shape)}")
+        matrix = W.detach().reshape(self.matrix_shape)
+        U, S, Vh = torch.linalg.svd(matrix, full_matrices=False)
+        r = self.max_rank
+        U, S, Vh = U[:, :r], S[:r], Vh[:r]
+        cuts = self.threshold is not None and self.min_rank < r
+        alpha = self.threshold().detach().to(W) if cuts else 0.0
+        if self.factor_kind == "free":
+            root = S.sqrt()
+            return (U * root).contiguous(), torch.ones_like(S) + alpha, (root[:, None] * Vh).contiguous()
+        return U.contiguous(), S + alpha, Vh.contiguous()
+
+    # -- accounting -------------------------------------------------------------------------------------
+    def rank_of(self, m: torch.Tensor) -> int:
+        """Number of nonzero entries of ``S(m)``: the rank this parametrization gives."""
+        with torch.no_grad():
+            return int(torch.count_nonzero(self.thresholded(m)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"shape={self.shape}, max_rank={self.max_rank}, factors={self.factor_kind}, "
+            f"min_rank={self.min_rank}, threshold={'on' if self.threshold is not None else 'off'}"
+        )
+
+
+def _find(module: nn.Module, name: str) -> LowRankSTR | None:
+    if not parametrize.is_parametrized(module, name):
+        return None
+    for p in module.parametrizations[name]:
+        if isinstance(p, LowRankSTR):
+            return p
+    return None
+
+
+def _originals(module: nn.Module, name: str) -> tuple[torch.Tensor, ...]:
+    plist = module.parametrizations[name]
+    count = sum(1 for key in plist._parameters if key.startswith("original"))
+    return tuple(getattr(plist, f"original{i}") for i in range(count))
+
+
+def low_rank_factors(module: nn.Module, name: str = "weight"):
+    """``(left (out, r), spectrum (r,), right (r, in))`` of a LowRankSTR tensor, or ``None`` if it has none.
+
+    Differentiable (use it inside the forward pass).
+    """
+    p = _find(module, name)
+    if p is None:
+        return None
+    return p.factors(*_originals(module, name))
+
+
+def spectrum(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The learned spectrum ``S(m)`` (r,) of ``module.<name>`` (detached).
+
+    Raises:
+        ValueError: the tensor carries no LowRankSTR.
+    """
+    p = _find(module, name)
+    if p is None:
+        raise ValueError(f"{type(module).__name__}.{name} carries no LowRankSTR parametrization")
+    with torch.no_grad():
+        return p.thresholded(_originals(module, name)[1]).detach().clone()
+
+
+def rank(module: nn.Module, name: str = "weight") -> int:
+    """The learned rank (nonzeros of the spectrum) of ``module.<name>``."""
+    return int(torch.count_nonzero(spectrum(module, name)))
+
+
+def lowrank(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module:
+    """Register :class:`LowRankSTR` on ``module.<name>`` and return ``module``.
+
+    ``options`` are :class:`LowRankSTR`'s (``max_rank``, ``factors``, ``g``, ``k``, ``s_init``, ``min_rank``,
+    ``threshold``, ``flatten``). The current value of the tensor is kept (``right_inverse`` = SVD), and the new
+    parameters take its device and dtype. Build the optimizer afterwards.
+
+    Raises:
+        ValueError: ``module`` has no tensor ``name``, it is already low-rank, or its shape is not 2-D.
+    """
+    tensor = getattr(module, name, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{type(module).__name__} has no tensor named {name!r}")
+    if _find(module, name) is not None:
+        raise ValueError(f"{type(module).__name__}.{name} already carries a LowRankSTR parametrization")
+    parametrization = LowRankSTR(tensor.shape, **options).to(device=tensor.device, dtype=tensor.dtype)
+    parametrize.register_parametrization(module, name, parametrization)
+    if parametrization.threshold is None:
+        # fixed rank: the spectrum stays at one, the factors carry the scale
+        module.parametrizations[name].original1.requires_grad_(False)
+    return module
+
+
+def lowrank_rnn(model: nn.Module, weights: Iterable[str] = ("W", "U"), **options: Any) -> nn.Module:
+    """Apply :func:`lowrank` to the named weights of every recurrent cell in ``model``; return ``model``.
+
+    A recurrent cell is any module whose class declares ``recurrent_weights`` (e.g. ``("W", "U")``). An option
+    may be a dict keyed by weight name to differ per weight, e.g. ``max_rank={"W": 12, "U": 40}``.
+
+    Raises:
+        ValueError: no recurrent cell is found, or a name in ``weights`` is not a recurrent weight of any cell.
+    """
+    weights = tuple(weights)
+    cells = [m for m in model.modules() if getattr(type(m), "recurrent_weights", None)]
+    if not cells:
+        raise ValueError(
+            f"{type(model).__name__} contains no recurrent cell (a module whose class declares "
+            "recurrent_weights); use strrnn.lowrank(module, name) for other modules"
+        )
+    known = {w for cell in cells for w in type(cell).recurrent_weights}
+    unknown = [w for w in weights if w not in known]
+    if unknown:
+        raise ValueError(f"weights {unknown} are not recurrent weights of this model; available: {sorted(known)}")
+    for cell in cells:
+        for w in weights:
+            if w in type(cell).recurrent_weights:
+                per_weight = {k: (v[w] if isinstance(v, dict) else v) for k, v in options.items()}
+                lowrank(cell, w, **per_weight)
+    return model
+
+
+class LowRankLinear(nn.Module):
+    """A linear layer stored as rank-``r`` factors: ``y = (x·rightᵀ)·leftᵀ + bias``.
+
+    ``r·(in + out)`` parameters and multiply-adds per input vector instead of ``in·out``.
+
+    Args:
+        in_features, out_features, rank: sizes; ``left`` is ``(out, r)``, ``right`` is ``(r, in)``.
+        bias: whether to keep a bias of shape ``(out,)``.
+
+    Shapes: input ``(*, in)``, output ``(*, out)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.left = nn.Parameter(torch.empty(out_features, rank))
+        self.right = nn.Parameter(torch.empty(rank, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.kaiming_uniform_(self.left, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.right, a=math.sqrt(5))
+
+    @classmethod
+    def from_factors(
+        cls, left: torch.Tensor, right: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> LowRankLinear:
+        """Build from ``left`` (out, r) and ``right`` (r, in) (copied)."""
+        layer = cls(right.shape[1], left.shape[0], left.shape[1], bias=bias is not None)
+        layer = layer.to(device=left.device, dtype=left.dtype)
+        with torch.no_grad():
+            layer.left.copy_(left)
+            layer.right.copy_(right)
+            if bias is not None:
+                layer.bias.copy_(bias)
+        return layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense ``(out, in)`` weight these factors represent."""
+        return self.left @ self.right
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.right), self.left, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"

@@ -1,0 +1,255 @@
+r"""The threshold engine shared by both STR modes.
+
+Soft threshold operator, for a tensor :math:`x` and a threshold :math:`\alpha \ge 0`:
+
+.. math::  S(x, \alpha) = \operatorname{sign}(x)\,\operatorname{relu}(|x| - \alpha)
+
+STR learns :math:`\alpha` through a free parameter :math:`s` and a threshold function
+:math:`\alpha = g(s)`:
+
+* ``"sigmoid"``: :math:`g(s) = k\,\sigma(s)` — unstructured mode (weights are small; :math:`\alpha < k`);
+* ``"exp"``: :math:`g(s) = k\,e^{s}` — low-rank mode (a spectrum has no natural upper bound);
+* any callable ``g(s, k) -> alpha``; :func:`register_threshold_function` adds a named one.
+
+``s`` starts very negative so that :math:`g(s) \approx 0` and training starts from the dense model.
+L2 decay on ``s`` is the sparsity knob: since ``s < 0`` the decay pulls ``s`` toward 0 and raises the
+threshold. Entries below the threshold receive zero gradient, so they return only if the threshold falls.
+
+This module also builds optimizer parameter groups (:func:`param_groups`) that carry the recipe that makes
+the learned budget respond to its decay strength under any optimizer; see that function's docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "soft_threshold",
+    "register_threshold_function",
+    "get_threshold_function",
+    "threshold_functions",
+    "Threshold",
+    "param_groups",
+    "STR_LR",
+    "STR_EPS",
+]
+
+ThresholdFunction = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def soft_threshold(x: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    r"""Soft threshold :math:`\operatorname{sign}(x)\,\operatorname{relu}(|x| - \alpha)`.
+
+    Args:
+        x: any shape ``(*)``.
+        alpha: threshold, a scalar or a tensor broadcastable to ``x``; must be ``>= 0``.
+
+    Returns:
+        Tensor of the shape of ``x`` with exact zeros wherever ``|x| <= alpha``. The gradient to ``x``
+        is 1 above the threshold and 0 below it; the gradient to ``alpha`` is ``-sign(x)`` above it.
+    """
+    return torch.sign(x) * torch.relu(torch.abs(x) - alpha)
+
+
+def _sigmoid(s: torch.Tensor, k: float) -> torch.Tensor:
+    return k * torch.sigmoid(s)
+
+
+def _exp(s: torch.Tensor, k: float) -> torch.Tensor:
+    return k * torch.exp(s)
+
+
+_REGISTRY: dict[str, ThresholdFunction] = {"sigmoid": _sigmoid, "exp": _exp}
+
+
+def register_threshold_function(name: str, fn: ThresholdFunction) -> None:
+    """Register ``fn(s, k) -> alpha`` under ``name`` so that ``g=name`` can select it.
+
+    ``fn`` must map a tensor ``s`` of any shape to a non-negative tensor of the same shape.
+    """
+    if not callable(fn):
+        raise ValueError(f"threshold function {name!r} must be callable, got {type(fn).__name__}")
+    _REGISTRY[name] = fn
+
+
+def threshold_functions() -> list[str]:
+    """Names of the registered threshold functions ``g``."""
+    return sorted(_REGISTRY)
+
+
+def get_threshold_function(g: str | ThresholdFunction) -> ThresholdFunction:
+    """Resolve ``g`` (a registered name or a callable ``g(s, k)``) to a callable.
+
+    Raises:
+        ValueError: ``g`` is an unknown name; the message lists the registered ones.
+    """
+    if callable(g):
+        return g
+    if isinstance(g, str) and g in _REGISTRY:
+        return _REGISTRY[g]
+    raise ValueError(
+        f"unknown threshold function g={g!r}; registered: {', '.join(threshold_functions())} "
+        "(or pass a callable g(s, k) -> alpha)"
+    )
+
+
+class Threshold(nn.Module):
+    r"""A learnable threshold :math:`\alpha = g(s)` with ``g`` scaled by ``k``.
+
+    Args:
+        shape: shape of ``s``; ``()`` (default) is one threshold for the whole tensor, ``(rows, 1, ...)``
+            gives one threshold per row (it must broadcast against the thresholded tensor).
+        g: ``"exp"``, ``"sigmoid"``, another registered name, or a callable ``g(s, k)``.
+        k: scale of ``g`` (``k = 1`` in the paper).
+        s_init: initial value of ``s``; very negative so that ``g(s_init) ≈ 0``.
+
+    Calling the module returns ``alpha`` with the shape of ``s``.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...] = (),
+        g: str | ThresholdFunction = "exp",
+        k: float = 1.0,
+        s_init: float = -10.0,
+    ) -> None:
+        super().__init__()
+        if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
+            raise ValueError(f"threshold scale k must be a positive finite number, got k={k!r}")
+        if not (isinstance(s_init, (int, float)) and math.isfinite(s_init)):
+            raise ValueError(f"s_init must be a finite number, got s_init={s_init!r}")
+        self.g_name = g if isinstance(g, str) else getattr(g, "__name__", "callable")
+        self.g = get_threshold_function(g)
+        self.k = float(k)
+        self.s = nn.Parameter(torch.full(tuple(shape), float(s_init)))
+
+    def forward(self) -> torch.Tensor:
+        """Return ``alpha = g(s, k)`` (shape of ``s``)."""
+        return self.g(self.s, self.k)
+
+    def extra_repr(self) -> str:
+        return f"g={self.g_name}, k={self.k}, shape={tuple(self.s.shape)}"
+
+
+# Default learning rate and Adam epsilon of the STR group (thresholds and low-rank spectra).
+# Under Adam the update is lr * m / (sqrt(v) + eps). With eps much larger than the gradients of this group
+# (decay gradients are λ·|s| ~ 1e-2), the update becomes ≈ (lr / eps) * m: linear in the gradient like the
+# paper's SGD step, so the threshold moves in proportion to its decay λ instead of by ≈ lr per step whatever
+# λ is. lr / eps = 3 matches SGD with lr 0.3 and momentum 0.9 (lr / (1 - momentum) = 3), which is also what an
+# SGD optimizer gives this group (SGD ignores eps). Large gradients saturate at ≈ lr per step.
+STR_LR = 0.3
+STR_EPS = 0.1
+
+_NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
+def _str_parameters(model: nn.Module) -> dict[int, str]:
+    """Map id(parameter) -> kind ("threshold" or "spectrum") for every STR-owned parameter."""
+    from torch.nn.utils import parametrize
+
+    kinds: dict[int, str] = {}
+    for module in model.modules():
+        if isinstance(module, Threshold):
+            kinds[id(module.s)] = "threshold"
+        if parametrize.is_parametrized(module):
+            for plist in module.parametrizations.values():
+                for p in plist:
+                    for index in getattr(p, "spectrum_original_indices", ()):
+                        original = getattr(plist, f"original{index}")
+                        if original.requires_grad:
+                            kinds[id(original)] = "spectrum"
+    return kinds
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float = 0.0,
+    threshold_decay: float | None = None,
+    threshold_lr: float | None = STR_LR,
+    threshold_eps: float | None = STR_EPS,
+    no_decay: Iterable[str] = ("bias", "norm"),
+    lr: float | None = None,
+) -> list[dict]:
+    r"""Optimizer parameter groups that make STR's learned budget respond to its strength.
+
+    Returns up to three groups (empty ones are dropped), each a dict with ``name`` and ``params``:
+
+    * ``"weights"``: every other trainable parameter, with ``weight_decay``;
+    * ``"no_decay"``: biases and normalization parameters (matched by module type, or by a name component
+      in ``no_decay``), weight decay 0;
+    * ``"str"``: STR thresholds ``s`` and low-rank spectra ``m``, with ``threshold_decay`` (default:
+      ``weight_decay``, the paper's coupled decay), learning rate ``threshold_lr`` and Adam ``eps``
+      ``threshold_eps``.
+
+    Why the ``"str"`` group has its own lr and eps: the paper updates ``s`` by SGD, where the step is
+    proportional to the decay gradient ``λ·s``, so a larger λ cuts more. Under Adam with its default eps
+    the normalized step is ≈ lr whatever λ is, and at small-data step counts no rank is ever cut. With
+    ``eps = threshold_eps`` (0.1) Adam's step in this group is ≈ ``(threshold_lr / threshold_eps)·m`` —
+    SGD with momentum-like averaging — and SGD with momentum 0.9 gives the same ``threshold_lr/(1-0.9)``.
+    Pass ``threshold_lr=None`` and ``threshold_eps=None`` to inherit the optimizer's own settings.
+
+    Args:
+        model: a module carrying STR parametrizations (or none).
+        weight_decay: L2 decay λ for weights.
+        threshold_decay: decay for thresholds and spectra; ``None`` means ``weight_decay``.
+        threshold_lr: learning rate of the STR group (``None``: the optimizer's).
+        threshold_eps: Adam/AdamW ``eps`` of the STR group (ignored by SGD; ``None``: the optimizer's).
+        no_decay: name components (lower-case substrings of a parameter's dotted name) exempt from decay.
+        lr: learning rate of the weight groups (``None``: the optimizer's).
+
+    Returns:
+        list of parameter-group dicts, ready for ``torch.optim.Adam(groups, lr=...)`` or ``SGD``.
+        Build the optimizer after registering every parametrization: registering replaces parameters.
+    """
+    for label, value in (("weight_decay", weight_decay), ("threshold_decay", threshold_decay)):
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise ValueError(f"{label} must be a finite number >= 0, got {label}={value!r}")
+    for label, value in (("threshold_lr", threshold_lr), ("threshold_eps", threshold_eps), ("lr", lr)):
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise ValueError(f"{label} must be a positive finite number or None, got {label}={value!r}")
+    no_decay = tuple(n.lower() for n in no_decay)
+    str_kinds = _str_parameters(model)
+    exempt: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, _NORM_TYPES):
+            exempt.update(id(p) for p in module.parameters(recurse=False))
+
+    weights, dense_exempt, str_params = [], [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        if id(param) in str_kinds:
+            str_params.append(param)
+        elif id(param) in exempt or any(t in part for part in name.lower().split(".") for t in no_decay):
+            dense_exempt.append(param)
+        else:
+            weights.append(param)
+
+    def group(name: str, params: list, decay: float, **extra) -> dict:
+        out = {"name": name, "params": params, "weight_decay": decay}
+        out.update({k: v for k, v in extra.items() if v is not None})
+        return out
+
+    groups = [
+        group("weights", weights, weight_decay, lr=lr),
+        group("no_decay", dense_exempt, 0.0, lr=lr),
+        group(
+            "str",
+            str_params,
+            weight_decay if threshold_decay is None else threshold_decay,
+            lr=threshold_lr,
+            eps=threshold_eps,
+        ),
+    ]
+    return [g for g in groups if g["params"]]

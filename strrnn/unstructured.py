@@ -1,0 +1,143 @@
+r"""Unstructured STR: learn each layer's sparsity by soft-thresholding its weights.
+
+.. math::  W_{\mathrm{eff}} = S(W, g(s)) = \operatorname{sign}(W)\operatorname{relu}(|W| - k\,\sigma(s))
+
+applied to conv and linear weights (the paper applies it to every layer, the first conv and the classifier
+included; normalization parameters and biases stay dense). One threshold per layer by default, one per output
+row/channel with ``per_row=True``. ``right_inverse(W)`` adds the threshold back to every nonzero entry, so a
+dense (pretrained) weight is reproduced exactly at registration. Exporting writes ``W_eff`` back as a dense
+tensor with exact zeros; its per-layer sparsity is the budget STR learned.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .threshold import Threshold, soft_threshold
+
+__all__ = ["UnstructuredSTR", "sparse", "sparsify", "sparsity", "SPARSIFIABLE"]
+
+SPARSIFIABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class UnstructuredSTR(nn.Module):
+    """Parametrization ``W -> sign(W)·relu(|W| - g(s))`` of a weight of any shape.
+
+    Args:
+        shape: shape of the weight ``(out, *)``.
+        g, k, s_init: threshold function (default ``"sigmoid"``), its scale and the initial ``s``
+            (see :class:`strrnn.Threshold`; the paper used -100 on CIFAR and -3200 … -12800 on ImageNet).
+        per_row: one threshold per output row/channel (``s`` of shape ``(out, 1, …)``).
+    """
+
+    def __init__(
+        self,
+        shape: Iterable[int],
+        g: str | Callable = "sigmoid",
+        k: float = 1.0,
+        s_init: float = -10.0,
+        per_row: bool = False,
+    ) -> None:
+        super().__init__()
+        shape = tuple(int(d) for d in shape)
+        if len(shape) == 0 or any(d <= 0 for d in shape):
+            raise ValueError(f"UnstructuredSTR needs a non-empty weight with at least one dimension; got {shape}")
+        self.shape = shape
+        s_shape = (shape[0],) + (1,) * (len(shape) - 1) if per_row else ()
+        self.threshold = Threshold(s_shape, g=g, k=k, s_init=s_init)
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        """``W`` (shape) -> ``S(W, g(s))`` with exact zeros below the threshold."""
+        return soft_threshold(W, self.threshold())
+
+    def right_inverse(self, W: torch.Tensor) -> torch.Tensor:
+        """Inverse of the soft threshold on the nonzero entries of ``W``: ``sign(W)·(|W| + alpha)``."""
+        if tuple(W.shape) != self.shape:
+            raise ValueError(f"UnstructuredSTR was built for shape {self.shape}, got {tuple(W.shape)}")
+        alpha = self.threshold().detach().to(W)
+        return torch.sign(W) * (W.abs() + alpha)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+def _find(module: nn.Module, name: str) -> UnstructuredSTR | None:
+    if not parametrize.is_parametrized(module, name):
+        return None
+    return next((p for p in module.parametrizations[name] if isinstance(p, UnstructuredSTR)), None)
+
+
+def sparse(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module:
+    """Register :class:`UnstructuredSTR` on ``module.<name>`` and return ``module``.
+
+    ``options``: ``g``, ``k``, ``s_init``, ``per_row``. Build the optimizer afterwards.
+
+    Raises:
+        ValueError: no tensor ``name`` on ``module``, or it already carries UnstructuredSTR.
+    """
+    tensor = getattr(module, name, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{type(module).__name__} has no tensor named {name!r}")
+    if _find(module, name) is not None:
+        raise ValueError(f"{type(module).__name__}.{name} already carries an UnstructuredSTR parametrization")
+    parametrization = UnstructuredSTR(tensor.shape, **options).to(device=tensor.device, dtype=tensor.dtype)
+    parametrize.register_parametrization(module, name, parametrization)
+    return module
+
+
+def _matches(path: str, patterns: Iterable[str] | Callable[[str, nn.Module], bool] | None, module) -> bool:
+    if patterns is None:
+        return False
+    if callable(patterns):
+        return bool(patterns(path, module))
+    return any(fnmatch.fnmatchcase(path, p) for p in patterns)
+
+
+def sparsify(
+    model: nn.Module,
+    include: Iterable[str] | Callable[[str, nn.Module], bool] | None = None,
+    exclude: Iterable[str] | Callable[[str, nn.Module], bool] | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Put :class:`UnstructuredSTR` on the weight of every Conv1d/2d/3d and Linear layer of ``model``.
+
+    Args:
+        model: any module; normalization layers and biases stay dense.
+        include: module paths (``fnmatch`` patterns such as ``"layer1.*"``) or a predicate
+            ``(path, module) -> bool``; ``None`` means every conv/linear layer.
+        exclude: patterns or predicate of layers to keep dense (e.g. ``["conv1", "fc"]``).
+        options: passed to :class:`UnstructuredSTR`.
+
+    Returns:
+        ``model`` (modified in place).
+
+    Raises:
+        ValueError: nothing matched (the message lists the candidate layer paths).
+    """
+    candidates = [
+        (path, m) for path, m in model.named_modules()
+        if isinstance(m, SPARSIFIABLE) and _find(m, "weight") is None
+    ]
+    chosen = [
+        (path, m) for path, m in candidates
+        if (include is None or _matches(path, include, m)) and not _matches(path, exclude, m)
+    ]
+    if not chosen:
+        paths = ", ".join(p for p, _ in candidates) or "none"
+        raise ValueError(f"sparsify matched no layer; conv/linear layers of this model: {paths}")
+    for _, module in chosen:
+        sparse(module, "weight", **options)
+    return model
+
+
+def sparsity(module: nn.Module, name: str = "weight") -> float:
+    """Fraction of exact zeros (0…1) in the effective ``module.<name>``."""
+    with torch.no_grad():
+        tensor = getattr(module, name)
+        return 1.0 - float(torch.count_nonzero(tensor)) / tensor.numel()
