@@ -1,0 +1,67 @@
+"""Speech, sensor and small image data for strrnn: Lightning data modules behind one registry.
+
+    dm = strrnn.data.get("google12", root="datasets/speech_commands_v0.01")
+    dm.setup(); x, y = next(iter(dm.train_dataloader()))   # x: (100, 99, 32) float32
+
+Datasets: Speech Commands (``google12``, ``google13``, ``google30``, ``google35``, ``speech_commands``),
+``fsdd``, UCI HAR (``har2``, ``har6``), ``mnist5k`` and ``digits``; synthetic speech in the Speech
+Commands layout (:func:`synthesize`); downloads with :func:`download` / :func:`safe_extract`.
+"""
+
+from .audio import Item, fix_length, load_audio
+from .base import ArrayDataset, BaseDataModule
+from .cache import cached_features
+from .download import ARCHIVES, download, fetch, safe_extract
+from .errors import (
+    ChecksumError,
+    CorruptAudioError,
+    DataError,
+    DatasetNotFoundError,
+    EmptyClassError,
+    LayoutError,
+    MissingToolError,
+    UnsafeArchiveError,
+)
+from .features import PRESETS, FeatureConfig, compute_features, extract_features, feature_config
+from .fsdd import FSDDDataModule
+from .har import HAR2_GROUPS, HARDataModule
+from .images import ImageArrayDataModule
+from .registry import DATASETS, get, names
+from .speech_commands import SpeechCommandsDataModule, which_set
+from .synth import synthesize
+
+__all__ = [
+    "ARCHIVES",
+    "ArrayDataset",
+    "BaseDataModule",
+    "ChecksumError",
+    "CorruptAudioError",
+    "DATASETS",
+    "DataError",
+    "DatasetNotFoundError",
+    "EmptyClassError",
+    "FSDDDataModule",
+    "FeatureConfig",
+    "HAR2_GROUPS",
+    "HARDataModule",
+    "ImageArrayDataModule",
+    "Item",
+    "LayoutError",
+    "MissingToolError",
+    "PRESETS",
+    "SpeechCommandsDataModule",
+    "UnsafeArchiveError",
+    "cached_features",
+    "compute_features",
+    "download",
+    "extract_features",
+    "feature_config",
+    "fetch",
+    "fix_length",
+    "get",
+    "load_audio",
+    "names",
+    "safe_extract",
+    "synthesize",
+    "which_set",
+]

@@ -1,0 +1,35 @@
+"""Exceptions raised by :mod:`strrnn.data` (one place, so callers can catch them precisely)."""
+
+from __future__ import annotations
+
+
+class DataError(Exception):
+    """Base class of every data error raised by strrnn."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """The dataset root does not exist; the message says how to obtain the data."""
+
+
+class LayoutError(DataError, FileNotFoundError):
+    """The dataset root exists but is missing part of its expected layout (named in the message)."""
+
+
+class EmptyClassError(DataError, ValueError):
+    """A requested class has no examples."""
+
+
+class CorruptAudioError(DataError, RuntimeError):
+    """Unreadable audio under ``strict=True`` (otherwise such files are skipped and reported)."""
+
+
+class ChecksumError(DataError, ValueError):
+    """A downloaded file does not match its recorded SHA-256 digest or size; it has been deleted."""
+
+
+class UnsafeArchiveError(DataError, ValueError):
+    """An archive member would escape the extraction folder (absolute path, ``..``, outside link)."""
+
+
+class MissingToolError(DataError, RuntimeError):
+    """An external program (espeak-ng) is not installed; the message gives the install command."""

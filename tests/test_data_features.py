@@ -1,0 +1,90 @@
+"""Features: shapes, framing, alignment, mono mix-down, resampling."""
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest_data import tone, write_wav
+
+from strrnn.data import FeatureConfig, compute_features, feature_config, fix_length, load_audio
+from strrnn.data.audio import Item, load_item
+from strrnn.data.features import extract_features
+
+
+@pytest.mark.parametrize("name,shape", [("logmel32", (99, 32)), ("logmel40", (99, 40)), ("mfcc", (99, 13))])
+def test_presets_shapes(name, shape):
+    cfg = feature_config(name)
+    assert cfg.shape == shape
+    out = compute_features(np.random.default_rng(0).standard_normal((3, 16000)).astype(np.float32), cfg)
+    assert out.shape == (3, *shape) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_unknown_preset_and_bad_alignment():
+    with pytest.raises(ValueError, match="logmel32"):
+        feature_config("nope")
+    with pytest.raises(ValueError, match="alignment"):
+        FeatureConfig(alignment="middle")
+
+
+def test_frames_match_a_direct_numpy_definition():
+    """Frame t = samples [160 t, 160 t + 400), Hann window, |rfft_512|^2, librosa mel bank, log."""
+    cfg = feature_config("logmel32")
+    y = np.random.default_rng(1).standard_normal(16000).astype(np.float32)
+    padded = np.pad(y, (0, 400 + 98 * 160 - 16000))
+    frames = np.stack([padded[160 * t : 160 * t + 400] for t in range(99)])
+    win = librosa.filters.get_window("hann", 400, fftbins=True)
+    power = np.abs(np.fft.rfft(frames * win, n=512)) ** 2
+    ref = np.log(power @ librosa.filters.mel(sr=16000, n_fft=512, n_mels=32).T + cfg.eps)
+    np.testing.assert_allclose(compute_features(y, cfg), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_fix_length_alignments():
+    y = np.arange(1, 5, dtype=np.float32)
+    assert fix_length(y, 6, "end").tolist() == [0, 0, 1, 2, 3, 4]
+    assert fix_length(y, 6, "start").tolist() == [1, 2, 3, 4, 0, 0]
+    assert fix_length(y, 6, "center").tolist() == [0, 1, 2, 3, 4, 0]
+    assert fix_length(y, 2, "end").tolist() == [3, 4]
+    assert fix_length(y, 2, "start").tolist() == [1, 2]
+    assert fix_length(y, 2, "center").tolist() == [2, 3]
+
+
+def test_end_alignment_puts_the_word_in_the_last_frames(tmp_path):
+    p = write_wav(tmp_path / "short.wav", tone(800, seconds=0.3))
+    cfg = feature_config("logmel32")  # alignment="end"
+    f_end = compute_features(load_item(Item(str(p)), 16000, 16000, "end"), cfg)
+    f_start = compute_features(load_item(Item(str(p)), 16000, 16000, "start"), cfg)
+    assert f_end[-5:].mean() > f_end[:5].mean() + 5
+    assert f_start[:5].mean() > f_start[-5:].mean() + 5
+
+
+def test_stereo_is_mixed_to_mono(tmp_path):
+    y = tone(500, seconds=1.0)
+    mono = write_wav(tmp_path / "mono.wav", y)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([y, y], axis=1), 16000, subtype="PCM_16")
+    np.testing.assert_allclose(load_audio(str(stereo)), load_audio(str(mono)), atol=1e-4)
+
+
+def test_wrong_sample_rate_is_resampled(tmp_path):
+    p8 = write_wav(tmp_path / "t8.wav", tone(440, seconds=1.0, sr=8000, noise=0), sr=8000)
+    p16 = write_wav(tmp_path / "t16.wav", tone(440, seconds=1.0, sr=16000, noise=0))
+    a, b = load_audio(str(p8)), load_audio(str(p16))
+    assert a.shape == b.shape == (16000,)
+    cfg = feature_config("logmel32")
+    fa, fb = compute_features(a, cfg), compute_features(b, cfg)
+    assert fa.mean(0).argmax() == fb.mean(0).argmax()  # same dominant mel band
+    assert np.corrcoef(fa.mean(0), fb.mean(0))[0, 1] > 0.95
+
+
+def test_extract_features_reports_unreadable_files(tmp_path):
+    good = write_wav(tmp_path / "good.wav", tone(300))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    feats, badlist = extract_features(
+        [Item(str(good)), Item(str(bad)), Item(str(empty))], feature_config("logmel32"), progress=False
+    )
+    assert feats.shape == (3, 99, 32)
+    assert sorted(i for i, _ in badlist) == [1, 2]
+    assert "bad.wav" in badlist[0][1]

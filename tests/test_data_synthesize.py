@@ -1,0 +1,81 @@
+"""Synthetic speech in the Speech Commands layout (needs espeak-ng; skipped with the reason otherwise)."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import strrnn.data as data
+from strrnn.data.errors import MissingToolError
+from strrnn.data.speech_commands import which_set
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)"
+)
+
+
+@needs_espeak
+def test_layout_format_and_determinism(tmp_path):
+    out = data.synthesize("yes,no", tmp_path / "a", per_word=8, seed=3, noise_seconds=3, progress=False)
+    wavs = sorted(out.glob("yes/*.wav")) + sorted(out.glob("no/*.wav"))
+    assert len(wavs) == 16
+    for p in wavs[:4]:
+        info = sf.info(p)
+        assert (info.samplerate, info.frames, info.channels, info.subtype) == (16000, 16000, 1, "PCM_16")
+        assert "_nohash_" in p.name
+    bg = sorted(p.name for p in (out / "_background_noise_").glob("*.wav"))
+    assert bg == ["brown_noise.wav", "hum.wav", "pink_noise.wav", "white_noise.wav"]
+    for fname, split in (("validation_list.txt", "validation"), ("testing_list.txt", "testing")):
+        for rel in (out / fname).read_text().split():
+            assert (out / rel).is_file() and which_set(rel) == split
+    assert (out / "metadata.csv").read_text().count("\n") == 17
+    again = data.synthesize("yes,no", tmp_path / "b", per_word=8, seed=3, noise_seconds=3, progress=False)
+    a, _ = sf.read(wavs[0])
+    b, _ = sf.read(again / wavs[0].relative_to(out))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileExistsError):
+        data.synthesize("yes,no", out, per_word=1, progress=False)
+
+
+@needs_espeak
+def test_cli_google13_then_data_module(tmp_path):
+    out = tmp_path / "g13"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "strrnn.data.synthesize",
+            "--words",
+            "google13",
+            "--out",
+            str(out),
+            "--per-word",
+            "6",
+            "--noise-seconds",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout
+    dm = data.get("google13", out, progress=False)
+    dm.setup()
+    assert dm.num_classes == 13 and (dm.train_set.targets == 0).sum() > 0  # negative class populated
+    dm12 = data.get("google12", out, progress=False, cache_dir=tmp_path / "c12")
+    with pytest.raises(data.LayoutError, match="left/"):  # google13 words lack left, right, stop, down
+        dm12.setup()
+
+
+def test_missing_espeak_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRRNN_ESPEAK", str(tmp_path / "no-such-espeak"))
+    with pytest.raises(MissingToolError, match="apt-get install espeak-ng"):
+        data.synthesize("yes", tmp_path / "x", per_word=1, progress=False)
+    from strrnn.data.synth import main
+
+    with pytest.raises(SystemExit, match="apt-get install espeak-ng"):
+        main(["--out", str(tmp_path / "y")])
