@@ -1,0 +1,290 @@
+"""Speed of strrnn's recurrent runner on the CPU, as ratios measured side by side in one process.
+
+Training step = forward + backward + Adam on a keyword-spotting batch: batch 100, 99 steps, input 32,
+hidden 100, a linear classifier on the final state, 12 classes. Each model is timed in interleaved
+rounds (one training step of every model per round, order rotated each round) and every figure is the
+median over rounds of the per-round ratio: this machine's speed drifts (and other jobs share it), so
+timing one model after another swings ratios by +-30%.
+
+Rows (ratio = numerator / denominator, lower is faster):
+
+* strrnn FastGRNN (dense, hand-written backward through time) / ``torch.nn.GRU`` -- target <= 0.5;
+* strrnn FastGRNN with the kernel switched off (plain autograd loop, projection hoisted) / ``nn.GRU``;
+* a faithful re-implementation of EdgeML's FastGRNN step loop (``BaseRNN``: per-step cell call with
+  ``state.clone()`` written into preallocated state tensors) / ``nn.GRU``;
+* FastGRNN + LowRankSTR (free factors, k = 32 / 100) / dense FastGRNN -- target <= 1.10;
+* FastGRNN + LowRankSTR (orthogonal factors) / dense FastGRNN -- reported;
+* strrnn LSTM + LowRankSTR (fused nn.LSTM kernel with the materialized weights) / ``nn.LSTM`` -- target <= 1.5;
+* inference of an exported rank-(12, 40) FastGRNN keyword spotter / the full-rank one, batch 1
+  streaming (``model.step`` frame by frame) and batch 256 (whole sequence), with the multiply-add ratio.
+
+All of it at 1 thread and at torch's default thread count.
+
+    python benchmarks/rnn_speed.py                  # full (>= 30 rounds after warm-up)
+    python benchmarks/rnn_speed.py --quick          # a few rounds, for a smoke test
+    python benchmarks/rnn_speed.py --out benchmarks/results/rnn_speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import strrnn
+from strrnn.models import KeywordSpotter
+
+B, T, I, H, C = 100, 99, 32, 100, 12
+
+
+# ---------------------------------------------------------------------------------------------------
+# EdgeML's FastGRNN, re-implemented faithfully (edgeml_pytorch.graph.rnn: FastGRNNCell + BaseRNN loop)
+# ---------------------------------------------------------------------------------------------------
+class EdgeMLFastGRNNCell(nn.Module):
+    def __init__(self, input_size, hidden_size, zeta_init=1.0, nu_init=-4.0):
+        super().__init__()
+        self.output_size = hidden_size
+        self.W = nn.Parameter(0.1 * torch.randn([hidden_size, input_size]))
+        self.U = nn.Parameter(0.1 * torch.randn([hidden_size, hidden_size]))
+        self.bias_gate = nn.Parameter(torch.ones([1, hidden_size]))
+        self.bias_update = nn.Parameter(torch.ones([1, hidden_size]))
+        self.zeta = nn.Parameter(zeta_init * torch.ones([1, 1]))
+        self.nu = nn.Parameter(nu_init * torch.ones([1, 1]))
+
+    def forward(self, input, state):
+        wComp = torch.matmul(input, torch.transpose(self.W, 0, 1))
+        uComp = torch.matmul(state, torch.transpose(self.U, 0, 1))
+        pre_comp = wComp + uComp
+        z = torch.sigmoid(pre_comp + self.bias_gate)
+        c = torch.tanh(pre_comp + self.bias_update)
+        return z * state + (torch.sigmoid(self.zeta) * (1.0 - z) + torch.sigmoid(self.nu)) * c
+
+
+class EdgeMLFastGRNN(nn.Module):
+    """BaseRNN(batch_first=True) unrolling: preallocated outputs and state, a clone per step."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.RNNCell = EdgeMLFastGRNNCell(input_size, hidden_size)
+
+    def forward(self, input):
+        hiddenStates = torch.zeros([input.shape[0], input.shape[1], self.RNNCell.output_size]).to(input.device)
+        hiddenState = torch.zeros([1, input.shape[0], self.RNNCell.output_size]).to(input.device)
+        for i in range(0, input.shape[1]):
+            hiddenState[0] = self.RNNCell(input[:, i, :], hiddenState[0].clone())
+            hiddenStates[:, i, :] = hiddenState[0]
+        return hiddenStates
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models under test: each a closure doing one training step
+# ---------------------------------------------------------------------------------------------------
+class TorchRNNClassifier(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.rnn = kind(I, H, batch_first=True)
+        self.fc = nn.Linear(H, C)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+class EdgeMLClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = EdgeMLFastGRNN(I, H)
+        self.fc = nn.Linear(H, C)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[:, -1])
+
+
+def _spotter(cell="fastgrnn", lowrank=None, kernel=True):
+    model = KeywordSpotter(n_features=I, n_classes=C, cell=cell, hidden_size=H)
+    if not kernel:
+        model.rnn.cells[0].use_kernel = False
+    if lowrank:
+        strrnn.lowrank_rnn(model, factors=lowrank)
+    return model
+
+
+def build_training_models():
+    torch.manual_seed(0)
+    models = {
+        "gru": TorchRNNClassifier(nn.GRU),
+        "lstm": TorchRNNClassifier(nn.LSTM),
+        "fastgrnn": _spotter(),
+        "fastgrnn_loop": _spotter(kernel=False),
+        "edgeml": EdgeMLClassifier(),
+        "fastgrnn_lr_free": _spotter(lowrank="free"),
+        "fastgrnn_lr_orth": _spotter(lowrank="orthogonal"),
+        "lstm_lr_free": _spotter("lstm", lowrank="free"),
+    }
+    x = torch.randn(B, T, I)
+    y = torch.randint(0, C, (B,))
+    steps = {}
+    for name, model in models.items():
+        params = strrnn.param_groups(model, weight_decay=1e-3) if strrnn.has_str(model) else model.parameters()
+        opt = torch.optim.Adam(params, lr=1e-3)
+
+        def step(model=model, opt=opt):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[name] = step
+    return steps
+
+
+TRAIN_ROWS = [
+    ("FastGRNN (strrnn, hand-written BPTT) / nn.GRU", "fastgrnn", "gru", 0.5),
+    ("FastGRNN (strrnn, autograd loop, no kernel) / nn.GRU", "fastgrnn_loop", "gru", None),
+    ("EdgeML-style FastGRNN step loop / nn.GRU", "edgeml", "gru", None),
+    ("FastGRNN + LowRankSTR free (k=32/100) / dense FastGRNN", "fastgrnn_lr_free", "fastgrnn", 1.10),
+    ("FastGRNN + LowRankSTR orthogonal / dense FastGRNN", "fastgrnn_lr_orth", "fastgrnn", None),
+    ("LSTM + LowRankSTR free (strrnn) / nn.LSTM", "lstm_lr_free", "lstm", 1.5),
+]
+
+
+def interleaved(fns: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Per-round wall times of every function, one call each per round, order rotated."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        order = names[k:] + names[:k]
+        if r % 2:
+            order = order[::-1]
+        for n in order:
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio_stats(times, num, den):
+    r = sorted(a / b for a, b in zip(times[num], times[den], strict=True))
+    q = statistics.quantiles(r, n=4) if len(r) >= 4 else [r[0], statistics.median(r), r[-1]]
+    return statistics.median(r), q[0], q[2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exported low-rank inference
+# ---------------------------------------------------------------------------------------------------
+def build_inference_models(rank_w=12, rank_u=40):
+    torch.manual_seed(0)
+    full = KeywordSpotter(n_features=I, n_classes=C, hidden_size=H).eval()
+    lr = KeywordSpotter(n_features=I, n_classes=C, hidden_size=H)
+    strrnn.lowrank_rnn(lr, max_rank={"W": rank_w, "U": rank_u})
+    small = strrnn.export(lr).eval()
+    cell = small.rnn.cells[0]
+    assert cell.W_left.shape[1] == rank_w and cell.U_left.shape[1] == rank_u, "export did not keep factors"
+    macs_full = H * I + H * H
+    macs_lr = rank_w * (H + I) + rank_u * (H + H)
+    return full, small, macs_lr / macs_full
+
+
+def inference_fns(full, small):
+    x1 = torch.randn(1, T, I)
+    x256 = torch.randn(256, T, I)
+
+    def stream(model):
+        def run():
+            with torch.no_grad():
+                state = None
+                for t in range(T):
+                    _, state = model.step(x1[:, t], state)
+        return run
+
+    def batch(model):
+        def run():
+            with torch.no_grad():
+                model(x256)
+        return run
+
+    return {"full_stream": stream(full), "lr_stream": stream(small), "full_b256": batch(full), "lr_b256": batch(small)}
+
+
+def run(threads: int, rounds: int, warmup: int):
+    torch.set_num_threads(threads)
+    steps = build_training_models()
+    t = interleaved(steps, rounds, warmup)
+    train = [(label, *ratio_stats(t, num, den), target) for label, num, den, target in TRAIN_ROWS]
+    abs_ms = {n: statistics.median(v) * 1e3 for n, v in t.items()}
+    full, small, mac_ratio = build_inference_models()
+    ti = interleaved(inference_fns(full, small), rounds, warmup)
+    infer = [
+        ("exported rank-(12,40) / full rank, batch 1 streaming (99 x step)", *ratio_stats(ti, "lr_stream",
+                                                                                          "full_stream")),
+        ("exported rank-(12,40) / full rank, batch 256 (whole sequence)", *ratio_stats(ti, "lr_b256", "full_b256")),
+    ]
+    return train, infer, mac_ratio, abs_ms
+
+
+def markdown(results, rounds, warmup, command) -> str:
+    lines = [
+        "# RNN speed (CPU)",
+        "",
+        f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
+        f"- machine: {platform.processor() or platform.machine()}, {platform.platform()}; torch {torch.__version__}",
+        f"- command: `{command}`",
+        f"- {rounds} interleaved rounds after {warmup} warm-up rounds; median of per-round ratios "
+        "[inter-quartile range]. Lower is faster.",
+        "- training step: forward + backward + Adam, batch 100 x 99 steps x 32 features, hidden 100, "
+        "12-class linear head on the final state.",
+        "",
+    ]
+    for threads, (train, infer, mac_ratio, abs_ms) in results.items():
+        lines += [f"## {threads} thread(s)", "", "| training step | ratio | IQR | target | met |",
+                  "|---|---|---|---|---|"]
+        for label, med, lo, hi, target in train:
+            met = "" if target is None else ("yes" if med <= target else f"**no** (+{(med / target - 1) * 100:.0f}%)")
+            lines.append(f"| {label} | {med:.3f} | {lo:.3f}-{hi:.3f} | {'' if target is None else f'<= {target}'} "
+                         f"| {met} |")
+        lines += ["", "| inference | ratio | IQR | multiply-add ratio |", "|---|---|---|---|"]
+        for label, med, lo, hi in infer:
+            lines.append(f"| {label} | {med:.3f} | {lo:.3f}-{hi:.3f} | {mac_ratio:.3f} |")
+        lines += ["", "Median step times (ms; drift-prone, for orientation only): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in abs_ms.items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds (smoke test; not for quoting)")
+    ap.add_argument("--rounds", type=int, default=None, help="measured rounds (default 40; --quick: 5)")
+    ap.add_argument("--threads", type=int, nargs="*", default=None,
+                    help="thread counts to measure (default: 1 and torch's default)")
+    ap.add_argument("--out", default=None, help="write the markdown table here")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (5 if args.quick else 40)
+    warmup = 2 if args.quick else 5
+    default_threads = torch.get_num_threads()
+    threads = args.threads or sorted({1, default_threads})
+    results = {}
+    for n in threads:
+        results[n] = run(n, rounds, warmup)
+        print(markdown({n: results[n]}, rounds, warmup, "(partial)"), flush=True)
+    torch.set_num_threads(default_threads)
+    import sys
+
+    command = "python " + " ".join(["benchmarks/rnn_speed.py", *sys.argv[1:]])
+    text = markdown(results, rounds, warmup, command)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
