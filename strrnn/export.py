@@ -14,6 +14,7 @@ The exported model computes the same outputs as the trained one (to float tolera
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch import nn
@@ -74,3 +75,75 @@ def export(model: nn.Module) -> nn.Module:
         else:
             parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return exported
+
+
+def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1e-4, batches: int = 2) -> float:
+    """Write the exported model of ``run_dir`` to ONNX and check it with onnxruntime on real test inputs.
+
+    Returns the largest absolute difference between PyTorch and onnxruntime logits.
+
+    Raises:
+        ValueError: the difference exceeds ``atol`` (the ONNX file is then removed).
+    """
+    import warnings
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime
+
+    from .runs import build_datamodule, load_exported
+
+    model, payload = load_exported(run_dir)
+    config = dict(payload["config"], normalization=payload.get("normalization"), synthetic=False)
+    if data_dir:
+        config["data_dir"] = data_dir
+    datamodule = build_datamodule(config)
+    datamodule.setup("test")
+    loader = iter(datamodule.test_dataloader())
+    example = next(loader)[0]
+    onnx_path = Path(onnx_path)
+    tmp = onnx_path.with_name(onnx_path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["features"],
+                          output_names=["logits"], dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
+    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    inputs = [example] + [batch[0] for _, batch in zip(range(batches - 1), loader)]
+    with torch.no_grad():
+        for x in inputs:
+            expected = model(x).numpy()
+            got = session.run(None, {"features": x.numpy()})[0]
+            worst = max(worst, float(np.abs(expected - got).max()))
+    if worst > atol:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"ONNX output differs from PyTorch by {worst:.3g} > {atol}; not written")
+    os.replace(tmp, onnx_path)
+    return worst
+
+
+def main(argv=None) -> int:
+    """``python -m strrnn.export --run DIR --onnx FILE``."""
+    import argparse
+    import sys
+
+    from .data import DataError
+
+    parser = argparse.ArgumentParser(prog="python -m strrnn.export",
+                                     description="ONNX export of a run's exported model, checked with onnxruntime")
+    parser.add_argument("--run", required=True, help="run folder written by python -m strrnn.train")
+    parser.add_argument("--onnx", required=True, help="output .onnx file")
+    parser.add_argument("--data-dir", default=None, help="dataset root for the check inputs (default: the run's)")
+    parser.add_argument("--atol", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    try:
+        worst = export_onnx(args.run, args.onnx, args.data_dir, args.atol)
+    except (ValueError, DataError) as err:
+        print(f"python -m strrnn.export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.onnx}; onnxruntime matches PyTorch to {worst:.2e} on real test inputs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -113,21 +113,51 @@ class LowRankSTR(nn.Module):
             raise ValueError(f"min_rank must be an integer in [0, max_rank={max_rank}], got min_rank={min_rank!r}")
         self.max_rank = max_rank
         self.factor_kind = factors
-        self.min_rank = min_rank
+        # (floor, cap) on the learned rank: a buffer, so that a rank frozen by budget control is checkpointed
+        self.register_buffer("rank_limits", torch.tensor([min_rank, max_rank], dtype=torch.long))
         self.threshold = Threshold((), g=g, k=k, s_init=s_init) if threshold else None
+
+    @property
+    def min_rank(self) -> int:
+        """Number of largest spectrum entries the threshold can never cut."""
+        return int(self.rank_limits[0])
+
+    @property
+    def rank_cap(self) -> int:
+        """Most spectrum entries that may survive (``max_rank`` unless budget control lowered it)."""
+        return int(self.rank_limits[1])
+
+    def set_rank_limits(self, floor: int | None = None, cap: int | None = None) -> None:
+        """Bound the learned rank to ``[floor, cap]``; ``freeze_rank(r)`` is ``set_rank_limits(r, r)``.
+
+        The threshold is clamped between the ``(cap+1)``-th and the ``(floor+1)``-th largest ``|m|``, so the
+        bounds hold whatever ``s`` does (ties between spectrum entries aside).
+        """
+        floor = self.min_rank if floor is None else int(floor)
+        cap = self.rank_cap if cap is None else int(cap)
+        if not 0 <= floor <= cap <= self.max_rank:
+            raise ValueError(f"rank limits must satisfy 0 <= floor <= cap <= {self.max_rank}, got ({floor}, {cap})")
+        self.rank_limits.copy_(torch.tensor([floor, cap]))
+
+    def freeze_rank(self, rank: int) -> None:
+        """Fix the learned rank at ``rank``: exactly the ``rank`` largest spectrum entries survive."""
+        self.set_rank_limits(rank, rank)
 
     # -- the math ---------------------------------------------------------------------------------------
     def alpha(self, m: torch.Tensor) -> torch.Tensor:
-        """Effective threshold for spectrum ``m`` (r,): ``g(s)`` capped so ``min_rank`` entries survive."""
+        """Effective threshold for spectrum ``m`` (r,): ``g(s)`` clamped so the rank stays within its limits."""
         if self.threshold is None:
             return m.new_zeros(())
         alpha = self.threshold()
-        if self.min_rank >= m.numel():
+        floor, cap = self.min_rank, self.rank_cap
+        if floor >= m.numel():
             return alpha.new_zeros(())
-        if self.min_rank > 0:
-            # The (min_rank+1)-th largest |m|: a threshold at this value keeps exactly the top min_rank.
-            cap = torch.topk(m.detach().abs(), self.min_rank + 1).values[-1]
-            alpha = torch.minimum(alpha, cap)
+        magnitudes = torch.sort(m.detach().abs(), descending=True).values
+        if floor > 0:
+            # a threshold at the (floor+1)-th largest |m| keeps exactly the top `floor` entries
+            alpha = torch.minimum(alpha, magnitudes[floor])
+        if cap < m.numel():
+            alpha = torch.maximum(alpha, magnitudes[cap])
         return alpha
 
     def thresholded(self, m: torch.Tensor) -> torch.Tensor:

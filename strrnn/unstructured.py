@@ -105,7 +105,9 @@ def sparsify(
     exclude: Iterable[str] | Callable[[str, nn.Module], bool] | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Put :class:`UnstructuredSTR` on the weight of every Conv1d/2d/3d and Linear layer of ``model``.
+    """Put :class:`UnstructuredSTR` on every Conv1d/2d/3d and Linear weight and every recurrent weight of ``model``.
+
+    Recurrent cells are modules whose class declares ``recurrent_weights`` (e.g. ``("W", "U")``).
 
     Args:
         model: any module; normalization layers and biases stay dense.
@@ -120,19 +122,20 @@ def sparsify(
     Raises:
         ValueError: nothing matched (the message lists the candidate layer paths).
     """
-    candidates = [
-        (path, m) for path, m in model.named_modules()
-        if isinstance(m, SPARSIFIABLE) and _find(m, "weight") is None
-    ]
+    candidates = []
+    for path, m in model.named_modules():
+        # recurrent cells declare their weight matrices (e.g. W and U); conv/linear layers have `weight`
+        names = getattr(type(m), "recurrent_weights", None) or (("weight",) if isinstance(m, SPARSIFIABLE) else ())
+        candidates += [(path, m, name) for name in names if _find(m, name) is None]
     chosen = [
-        (path, m) for path, m in candidates
+        (path, m, name) for path, m, name in candidates
         if (include is None or _matches(path, include, m)) and not _matches(path, exclude, m)
     ]
     if not chosen:
-        paths = ", ".join(p for p, _ in candidates) or "none"
-        raise ValueError(f"sparsify matched no layer; conv/linear layers of this model: {paths}")
-    for _, module in chosen:
-        sparse(module, "weight", **options)
+        paths = ", ".join(dict.fromkeys(p for p, _, _ in candidates)) or "none"
+        raise ValueError(f"sparsify matched no layer; conv/linear/recurrent layers of this model: {paths}")
+    for _, module, name in chosen:
+        sparse(module, name, **options)
     return model
 
 

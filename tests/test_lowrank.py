@@ -226,3 +226,26 @@ def test_parameters_follow_weight_dtype():
     strrnn.lowrank(lin)
     assert lin.parametrizations.weight[0].threshold.s.dtype == torch.float64
     assert lin.weight.dtype == torch.float64
+
+
+def test_freeze_rank_holds_whatever_the_threshold_does_and_is_checkpointed():
+    torch.manual_seed(5)
+    lin = nn.Linear(12, 12)
+    strrnn.lowrank(lin, s_init=-8.0)
+    p = lin.parametrizations.weight[0]
+    with torch.no_grad():
+        lin.parametrizations.weight.original1.copy_(torch.linspace(0.1, 1.2, 12))
+    p.freeze_rank(5)
+    assert strrnn.rank(lin) == 5
+    with torch.no_grad():
+        p.threshold.s.fill_(3.0)  # would cut everything
+    assert strrnn.rank(lin) == 5
+    # the gradient to s vanishes once the rank is frozen
+    lin.weight.sum().backward()
+    assert p.threshold.s.grad.abs().item() == 0.0
+    fresh = nn.Linear(12, 12)
+    strrnn.lowrank(fresh)
+    fresh.load_state_dict(lin.state_dict())
+    assert strrnn.rank(fresh) == 5 and fresh.parametrizations.weight[0].rank_limits.tolist() == [5, 5]
+    with pytest.raises(ValueError, match=r"\(6, 4\)"):
+        p.set_rank_limits(6, 4)

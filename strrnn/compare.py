@@ -1,0 +1,101 @@
+"""Rank-vs-accuracy table across run folders: ``python -m strrnn.compare RUN_DIR... [--csv F] [--plot F]``.
+
+Runs are grouped by dataset, mode, cell, factors and learned/fixed ranks; each group reports test accuracy as
+mean ± std over its seeds, with the parameters of the STR tensors (W and U) after export and of the whole
+exported model. Printed as markdown, written as CSV, and plotted (accuracy vs parameters, one marker per mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import read_summaries
+
+GROUP = ["dataset", "mode", "cell", "factors", "weight_decay", "ranks"]
+MARKERS = {"dense": "s", "lowrank": "o", "fixed-rank": "^", "unstructured": "D"}
+
+
+def compare(run_dirs) -> pd.DataFrame:
+    """The grouped table (one row per group) for the given run folders."""
+    runs = read_summaries(run_dirs)
+    for column in GROUP:
+        if column not in runs:
+            runs[column] = None
+    runs["weight_decay"] = runs.apply(lambda r: r["weight_decay"] if r["mode"] in ("lowrank", "unstructured")
+                                      else None, axis=1)
+    grouped = runs.groupby(GROUP, dropna=False, sort=False)
+    table = grouped.agg(
+        seeds=("seed", "count"),
+        test_acc_mean=("test_acc", "mean"),
+        test_acc_std=("test_acc", "std"),
+        params_str=("params_str", "mean"),
+        params_str_dense=("params_str_dense", "mean"),
+        params_exported=("params_exported", "mean"),
+    ).reset_index()
+    table["test_acc_std"] = table["test_acc_std"].fillna(0.0)
+    table["params_str_pct"] = 100.0 * table["params_str"] / table["params_str_dense"].where(
+        table["params_str_dense"] > 0)
+    return table.sort_values(["dataset", "params_str"], ascending=[True, False]).reset_index(drop=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """Markdown with accuracy as ``mean ± std`` in percent."""
+    lines = ["| dataset | mode | cell | factors | λ | ranks (W,U) | W,U params (% of dense) | model params "
+             "| test acc % (mean ± std) | seeds |", "|" + "---|" * 10]
+    for _, r in table.iterrows():
+        wd = "" if pd.isna(r["weight_decay"]) else f"{r['weight_decay']:g}"
+        pct = "" if pd.isna(r["params_str_pct"]) else f" ({r['params_str_pct']:.0f}%)"
+        lines.append(
+            f"| {r['dataset']} | {r['mode']} | {r['cell']} | {r['factors'] if r['mode'] != 'dense' else ''} "
+            f"| {wd} | {r['ranks']} | {int(r['params_str']):,}{pct} | {int(r['params_exported']):,} "
+            f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(table: pd.DataFrame, path: str | Path) -> None:
+    """Accuracy vs parameters of the STR tensors, one marker per mode, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for mode, rows in table.groupby("mode", sort=False):
+        x = rows["params_str"].where(rows["params_str"] > 0, rows["params_exported"])
+        ax.errorbar(x, 100 * rows["test_acc_mean"], yerr=100 * rows["test_acc_std"], fmt=MARKERS.get(mode, "x"),
+                    label=mode, capsize=3, linestyle="none")
+    ax.set_xlabel("parameters of W and U after export")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(", ".join(sorted(table["dataset"].astype(str).unique())))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m strrnn.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders written by python -m strrnn.train")
+    parser.add_argument("--csv", default="compare.csv", help="where to write the table as CSV")
+    parser.add_argument("--plot", default="compare.png", help="where to write the accuracy-vs-parameters plot")
+    args = parser.parse_args(argv)
+    try:
+        table = compare(args.runs)
+    except ValueError as err:
+        print(f"python -m strrnn.compare: error: {err}", file=sys.stderr)
+        return 2
+    print(to_markdown(table))
+    table.to_csv(args.csv, index=False)
+    plot(table, args.plot)
+    print(f"\nwrote {args.csv} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""Train a keyword spotter (or any registered model) with STR: ``python -m strrnn.train``.
+
+Read top to bottom, a run is:
+
+1. resolve the configuration (defaults < ``--config FILE.yaml`` < command line) and the run folder;
+2. build the data module (``strrnn.data`` registry; ``--synthetic`` speaks Speech Commands with espeak-ng);
+3. build the model (it knows nothing about STR) and apply the mode from outside:
+   ``dense``, ``lowrank`` (LowRankSTR on every recurrent W and U), ``fixed-rank`` (vanilla factorization at
+   ``--rank-w/--rank-u`` or at the ranks of ``--budget-from RUN``) or ``unstructured`` (UnstructuredSTR);
+4. train with PyTorch Lightning: :class:`strrnn.task.ClassificationTask` plus callbacks for rank logging,
+   budget control, checkpoints and the NaN guard;
+5. test the best checkpoint and write the run folder: ``config.yaml``, ``metrics.csv``, ``ranks.csv``,
+   ``report.csv``/``report.md``, ``best.ckpt``, ``last.ckpt``, ``exported.pt`` and ``summary.json``.
+
+Example: ``python -m strrnn.train --dataset fsdd --data-dir ../shared/data/fsdd --mode lowrank --epochs 100``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from . import data as sdata
+from . import runs
+from .callbacks import (
+    AtomicCheckpointIO,
+    BudgetControl,
+    EpochSeed,
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    RankLogger,
+    ThresholdDecayWarmup,
+    atomic_write_text,
+)
+from .export import export
+from .report import report
+from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig
+
+log = logging.getLogger("strrnn")
+
+MODES = ("dense", "lowrank", "fixed-rank", "unstructured")
+CELLS = ("fastgrnn", "fastrnn", "lstm", "gru")
+FACTORS = ("free", "orthogonal")
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line with exit status 2, no traceback."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. configuration
+# ---------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface; every flag's default is shown in ``--help``."""
+    p = argparse.ArgumentParser(
+        prog="python -m strrnn.train", description=__doc__.split("\n")[0], allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="google13", help=f"one of: {', '.join(runs.dataset_names())}")
+    d.add_argument("--data-dir", default=None,
+                   help="dataset root (default: $STRRNN_DATA/<name> or datasets/<name> under the current folder)")
+    d.add_argument("--download", action="store_true", help="download Speech Commands if absent")
+    d.add_argument("--synthetic", action="store_true",
+                   help="synthesize the Speech Commands layout with espeak-ng when the data is absent")
+    d.add_argument("--synthetic-per-word", type=int, default=60, help="clips per keyword when synthesizing")
+    d.add_argument("--features", default="logmel32", help="logmel32, logmel40 or mfcc (speech)")
+    d.add_argument("--batch-size", type=int, default=100)
+    d.add_argument("--num-workers", type=int, default=0)
+
+    m = p.add_argument_group("model and STR")
+    m.add_argument("--model", default=None, help="registered model name (default: per dataset)")
+    m.add_argument("--mode", default="lowrank", help=f"one of: {', '.join(MODES)}")
+    m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(CELLS)}")
+    m.add_argument("--hidden-size", type=int, default=100)
+    m.add_argument("--num-layers", type=int, default=1)
+    m.add_argument("--rank-w", type=int, default=None, help="fixed-rank: rank of every W")
+    m.add_argument("--rank-u", type=int, default=None, help="fixed-rank: rank of every U")
+    m.add_argument("--budget-from", default=None, help="fixed-rank: train at the ranks an STR run folder learned")
+    m.add_argument("--factors", default="free", help=f"one of: {', '.join(FACTORS)}")
+    m.add_argument("--g", default=None, help="threshold function (default: exp for lowrank, sigmoid otherwise)")
+    m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
+    m.add_argument("--min-rank", type=int, default=1, help="spectrum entries the threshold can never cut")
+    m.add_argument("--target-rank", default=None, help="budget control: 'W,U' ranks for every cell")
+    m.add_argument("--target-params", type=int, default=None,
+                   help="budget control: total parameters of the low-rank tensors after export")
+    m.add_argument("--budget-deadline", type=float, default=0.5,
+                   help="fraction of training by which budget control must reach the budget")
+
+    o = p.add_argument_group("optimization")
+    o.add_argument("--epochs", type=int, default=100)
+    o.add_argument("--lr", type=float, default=1e-3)
+    o.add_argument("--optimizer", default="adam", help=f"one of: {', '.join(OPTIMIZERS)}")
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    o.add_argument("--scheduler", default="cosine", help=f"one of: {', '.join(SCHEDULERS)}")
+    o.add_argument("--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up")
+    o.add_argument("--weight-decay", type=float, default=1e-3, help="L2 decay λ (the STR strength knob)")
+    o.add_argument("--threshold-decay", type=float, default=None,
+                   help="decay of thresholds and spectra (default: --weight-decay)")
+    o.add_argument("--threshold-lr", type=float, default=None,
+                   help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
+    o.add_argument("--decay-warmup", type=float, default=0.15,
+                   help="fraction of the epochs over which the threshold decay ramps up from 0")
+    o.add_argument("--label-smoothing", type=float, default=0.0)
+    o.add_argument("--seed", type=int, default=0)
+
+    t = p.add_argument_group("hardware and run folder")
+    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ... (Lightning)")
+    t.add_argument("--devices", default="1", help="number of devices or 'auto' (Lightning)")
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ... (Lightning)")
+    t.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed (Lightning)")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<mode>-seed<seed>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.ckpt")
+    t.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
+    t.add_argument("--limit-batches", type=float, default=None,
+                   help="use only this fraction (or number) of batches per epoch — for smoke tests")
+    t.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True,
+                   help="show Lightning's progress bar")
+    t.add_argument("--config", default=None, help="YAML file with any of these flags (command line wins)")
+    return p
+
+
+OPERATIONAL = {"resume", "overwrite", "out", "config", "accelerator", "devices", "num_nodes", "strategy",
+               "num_workers", "progress_bar"}
+
+
+def explicit_flags(argv: list[str]) -> set[str]:
+    """Config keys given explicitly on the command line (``--weight-decay 1e-3`` -> ``weight_decay``)."""
+    keys = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return keys | {k[3:] for k in keys if k.startswith("no_")}
+
+
+def parse_config(argv: list[str]) -> dict:
+    """Defaults < ``--config`` YAML < explicit command-line flags; validated. Raises :class:`UsageError`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = vars(parser.parse_args([]))
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise UsageError(f"--config {path}: no such file")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--config {path}: expected a mapping of flag names to values")
+        unknown = sorted(k for k in loaded if k.replace("-", "_") not in config)
+        if unknown:
+            raise UsageError(f"--config {path}: unknown keys {unknown}; keys are the flag names, e.g. 'weight_decay'")
+        config.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    config.update({k: v for k, v in vars(args).items() if k in explicit_flags(argv)})
+    config["config"] = args.config
+    validate(config)
+    return config
+
+
+def _choice(config: dict, key: str, choices) -> None:
+    if config[key] not in choices:
+        raise UsageError(f"unknown --{key.replace('_', '-')} {config[key]!r}; choose one of: {', '.join(choices)}")
+
+
+def validate(config: dict) -> None:
+    """Reject unknown names and contradictory flags with a message that says how to fix them."""
+    _choice(config, "dataset", runs.dataset_names())
+    _choice(config, "mode", MODES)
+    _choice(config, "cell", CELLS)
+    _choice(config, "factors", FACTORS)
+    _choice(config, "optimizer", OPTIMIZERS)
+    _choice(config, "scheduler", SCHEDULERS)
+    mode = config["mode"]
+    fixed_flags = [f for f in ("rank_w", "rank_u", "budget_from") if config[f] is not None]
+    if fixed_flags and mode != "fixed-rank":
+        flags = ", ".join("--" + f.replace("_", "-") for f in fixed_flags)
+        raise UsageError(f"{flags} only apply to --mode fixed-rank (got --mode {mode})")
+    if mode == "fixed-rank" and config["budget_from"] is None and config["rank_w"] is None and config["rank_u"] is None:
+        raise UsageError("--mode fixed-rank needs --rank-w/--rank-u or --budget-from RUN_DIR")
+    if mode == "fixed-rank" and config["budget_from"] is not None and (config["rank_w"] or config["rank_u"]):
+        raise UsageError("give either --budget-from or --rank-w/--rank-u, not both")
+    budget = [f for f in ("target_rank", "target_params") if config[f] is not None]
+    if budget and mode != "lowrank":
+        raise UsageError(f"--{budget[0].replace('_', '-')} (budget control) needs --mode lowrank (got --mode {mode})")
+    if len(budget) == 2:
+        raise UsageError("give either --target-rank or --target-params, not both")
+    if config["target_rank"] is not None:
+        config["target_rank"] = _parse_pair(config["target_rank"], "--target-rank")
+    if config["resume"] and config["overwrite"]:
+        raise UsageError("--resume and --overwrite contradict each other; choose one")
+    for key in ("epochs", "batch_size", "hidden_size", "num_layers"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {config[key]!r}")
+    for key in ("lr", "weight_decay"):
+        if not (isinstance(config[key], (int, float)) and math.isfinite(config[key]) and config[key] >= 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {config[key]!r}")
+    if config["out"] is None:
+        config["out"] = f"runs/{config['dataset']}-{mode}-seed{config['seed']}"
+
+
+def _parse_pair(value, flag: str) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = str(value).split(",")
+    try:
+        pair = [int(x) for x in parts]
+    except ValueError:
+        raise UsageError(f"{flag} takes two integers 'W,U', got {value!r}") from None
+    if len(pair) != 2 or min(pair) < 1:
+        raise UsageError(f"{flag} takes two positive integers 'W,U', got {value!r}")
+    return pair
+
+
+def prepare_run_folder(config: dict, explicit: set[str] = frozenset()) -> tuple[Path, Path | None]:
+    """Create (or check) ``--out``; return it and the checkpoint to resume from (or None).
+
+    An existing folder is refused unless ``--resume`` (continue from ``last.ckpt``) or ``--overwrite``.
+    """
+    out = Path(config["out"])
+    if _is_ddp_child():
+        return out, (out / "last.ckpt" if config["resume"] and (out / "last.ckpt").exists() else None)
+    if out.exists() and any(out.iterdir()):
+        if config["overwrite"]:
+            shutil.rmtree(out)
+        elif not config["resume"]:
+            raise UsageError(f"run folder {out} exists; pass --resume to continue it or --overwrite to replace it")
+    if config["resume"] and (out / "config.yaml").exists():
+        stored = yaml.safe_load((out / "config.yaml").read_text())
+        changed = sorted(k for k in stored if k not in OPERATIONAL and stored.get(k) != config.get(k)
+                         and k in explicit)
+        if changed:
+            raise UsageError(f"--resume: flags {changed} differ from the stored config.yaml of {out}")
+        for key, value in stored.items():
+            if key not in OPERATIONAL:
+                config[key] = value
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    last = out / "last.ckpt"
+    return out, (last if config["resume"] and last.exists() else None)
+
+
+def _is_ddp_child() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2.-3. data, model, STR
+# ---------------------------------------------------------------------------------------------------------
+def build_run(config: dict):
+    """Data module, model with STR applied, and the Lightning task for ``config``."""
+    datamodule = runs.build_datamodule(config)
+    datamodule.setup("fit")
+    model = runs.build_model(config, datamodule)
+    runs.apply_mode(model, config)
+    optim = OptimConfig(
+        optimizer=config["optimizer"], lr=config["lr"], momentum=config["momentum"],
+        weight_decay=config["weight_decay"], threshold_decay=config["threshold_decay"],
+        **({"threshold_lr": config["threshold_lr"]} if config["threshold_lr"] else {}),
+        scheduler=config["scheduler"], warmup_epochs=config["warmup_epochs"], epochs=config["epochs"],
+        label_smoothing=config["label_smoothing"],
+    )
+    return datamodule, model, ClassificationTask(model, optim)
+
+
+def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.Callback]:
+    """Rank logging, budget control, NaN guard, per-epoch seeding, best/last checkpoints."""
+    callbacks: list[pl.Callback] = [
+        RankLogger(out / "ranks.csv"),
+        NonFiniteLossGuard(),
+        EpochSeed(config["seed"]),
+        pl.callbacks.ModelCheckpoint(dirpath=out, filename="best", monitor="val_acc", mode="max",
+                                     save_last=True, enable_version_counter=False),
+    ]
+    if config["mode"] in ("lowrank", "unstructured") and config["decay_warmup"] > 0:
+        callbacks.append(ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"]))
+    if config["target_rank"] is not None:
+        w, u = config["target_rank"]
+        callbacks.append(BudgetControl(target_ranks=runs.rank_targets(model, w, u),
+                                       deadline=config["budget_deadline"]))
+    elif config["target_params"] is not None:
+        callbacks.append(BudgetControl(target_params=config["target_params"], deadline=config["budget_deadline"]))
+    return callbacks
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4.-5. train, test, write the run folder
+# ---------------------------------------------------------------------------------------------------------
+def run(config: dict, explicit: set[str] = frozenset()) -> dict:
+    """Train, test and write the run folder for a validated ``config``; return the summary dict.
+
+    ``explicit``: the keys given on the command line (a resumed run refuses changes to them).
+    """
+    started = time.time()
+    out, resume_from = prepare_run_folder(config, explicit)
+    pl.seed_everything(config["seed"], workers=True, verbose=False)
+    datamodule, model, task = build_run(config)
+    limit = config["limit_batches"]
+    devices = config["devices"]
+    trainer = pl.Trainer(
+        max_epochs=config["epochs"], accelerator=config["accelerator"],
+        devices=int(devices) if str(devices).isdigit() else devices, num_nodes=config["num_nodes"],
+        strategy=config["strategy"], precision=config["precision"], default_root_dir=out,
+        logger=pl.loggers.CSVLogger(save_dir=out, name="logs", version=""),
+        callbacks=build_callbacks(config, out, model), plugins=[AtomicCheckpointIO()],
+        deterministic=False, log_every_n_steps=10, enable_model_summary=False,
+        enable_progress_bar=config["progress_bar"],
+        limit_train_batches=limit, limit_val_batches=limit, limit_test_batches=limit,
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
+    best = out / "best.ckpt"
+    test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best if best.exists() else None,
+                                verbose=False)
+    if not trainer.is_global_zero:
+        return {}
+    return write_outputs(config, out, task, datamodule, trainer, test_metrics, time.time() - started)
+
+
+def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wall_time: float) -> dict:
+    """report.csv/md, exported.pt, metrics.csv, summary.json (all written atomically)."""
+    model = task.model.cpu()
+    table = report(model)
+    atomic_write_text(out / "report.csv", table.to_csv(index=False))
+    atomic_write_text(out / "report.md", table.to_markdown(index=False) if _has_tabulate() else table.to_string())
+    small = export(model)
+    ranks = runs.learned_ranks(model)
+    runs.save_exported(out / "exported.pt", small, config, ranks, datamodule)
+    metrics_src = out / "logs" / "metrics.csv"
+    if metrics_src.exists():
+        shutil.copyfile(metrics_src, out / "metrics.csv")
+    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    summary = {
+        "dataset": config["dataset"], "mode": config["mode"], "model": config["model"], "cell": config["cell"],
+        "hidden_size": config["hidden_size"], "seed": config["seed"], "epochs": config["epochs"],
+        "weight_decay": config["weight_decay"], "factors": config["factors"],
+        "ranks": ranks,
+        "sparsity": float(table.iloc[-1]["sparsity"]) if not table.empty else 0.0,
+        "params_str_dense": int(table.iloc[-1]["params_dense"]) if not table.empty else 0,
+        "params_str": int(table.iloc[-1]["params"]) if not table.empty else 0,
+        "params_dense": runs.count_params(runs.dense_twin(config, datamodule)),
+        "params_exported": runs.count_params(small),
+        "macs_per_step_dense": int(table.iloc[-1]["macs_dense"]) if not table.empty else None,
+        "macs_per_step": int(table.iloc[-1]["macs"]) if not table.empty else None,
+        "best_val_acc": float(best_score) if best_score is not None else None,
+        "test_acc": float(test_metrics[0]["test_acc"]) if test_metrics else None,
+        "wall_time_s": round(wall_time, 1),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": pl.__version__},
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def print_summary(summary: dict) -> None:
+    """Print the learned ranks and accuracy of a finished run."""
+    if not summary:
+        return
+    print("\nlearned ranks:" if summary["mode"] != "dense" else "\ndense model")
+    for key, value in summary["ranks"].items():
+        print(f"  {key}: {value}")
+    print(f"parameters of STR tensors: {summary['params_str']:,} of {summary['params_str_dense']:,} "
+          f"(whole model {summary['params_exported']:,} of {summary['params_dense']:,} after export)")
+    print(f"best validation accuracy: {summary['best_val_acc']:.4f}   test accuracy: {summary['test_acc']:.4f}")
+
+
+_BENIGN_WARNINGS = (
+    r"Checkpoint directory .* exists and is not empty",  # config.yaml and ranks.csv are written first
+    r".*isinstance\(treespec, LeafSpec\)",                # Lightning vs torch version notice
+    r"The number of training batches .* is smaller than the logging interval",
+    r".*does not have many workers which may be a bottleneck",  # features are in memory; workers do not help
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m strrnn.train``; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for pattern in _BENIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse_config(argv)
+        summary = run(config, explicit_flags(argv))
+    except UsageError as err:
+        print(f"python -m strrnn.train: error: {err}", file=sys.stderr)
+        return 2
+    except (sdata.DataError, ValueError) as err:
+        print(f"python -m strrnn.train: error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"python -m strrnn.train: {err}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    if summary:
+        print(f"run folder: {config['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
