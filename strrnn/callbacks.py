@@ -4,6 +4,7 @@
   warning when a threshold would remove every singular value (``min_rank`` holds).
 * :class:`BudgetControl` — drive the run to a requested rank per tensor or a total parameter count, then freeze
   the ranks there (the paper's remedy for hitting an exact budget).
+* :class:`FineTune` — freeze the learned ranks for the last part of training and fine-tune at them.
 * :class:`ThresholdDecayWarmup` — ramp the threshold decay up over the first epochs (softens the cliff where a
   strong decay cuts every rank at once).
 * :class:`NonFiniteLossGuard` — stop on a NaN/inf loss, naming epoch and step, before the optimizer step, so the
@@ -37,6 +38,8 @@ __all__ = [
     "RankLogger",
     "BudgetControl",
     "ThresholdDecayWarmup",
+    "FineTune",
+    "freeze_ranks_and_relax",
     "NonFiniteLossGuard",
     "NonFiniteLossError",
     "EpochSeed",
@@ -60,8 +63,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def str_group(optimizer: torch.optim.Optimizer) -> dict | None:
-    """The ``"str"`` parameter group (thresholds and spectra) built by :func:`strrnn.param_groups`, if any."""
-    return next((g for g in optimizer.param_groups if g.get("name") == "str"), None)
+    """The ``"threshold"`` parameter group built by :func:`strrnn.param_groups`, if any."""
+    return next((g for g in optimizer.param_groups if g.get("name") == "threshold"), None)
+
+
+def freeze_ranks_and_relax(pl_module, optimizer: torch.optim.Optimizer | None) -> dict[str, int]:
+    """Freeze every low-rank tensor at its current rank and give spectra/thresholds the weights' decay.
+
+    The start of a fine-tuning phase: with the ranks fixed, the strong threshold decay has nothing left to do
+    but shrink the surviving spectrum, so it is relaxed to the decay of the weights. Returns the frozen ranks.
+    """
+    ranks = {}
+    for path, module, name, p in iter_str_tensors(pl_module):
+        if isinstance(p, LowRankSTR) and p.threshold is not None:
+            rank = p.rank_of(_originals(module, name)[1])
+            p.freeze_rank(max(rank, p.min_rank))
+            ranks[f"{path.removeprefix('model.')}.{name}"] = p.rank_cap
+    if optimizer is not None:
+        weights = next((g for g in optimizer.param_groups if g.get("name") == "weights"), None)
+        decay = weights["weight_decay"] if weights is not None else 0.0
+        for group in optimizer.param_groups:
+            if group.get("name") in ("spectrum", "threshold"):
+                group["weight_decay"] = decay
+                group["base_weight_decay"] = decay
+                group["frozen"] = True
+    return ranks
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -156,7 +182,7 @@ def _fmt(value) -> str:
 
 
 class ThresholdDecayWarmup(pl.Callback):
-    """Scale the STR group's weight decay linearly from 0 to its set value over the first ``epochs`` epochs.
+    """Scale the threshold group's weight decay linearly from 0 to its set value over the first ``epochs`` epochs.
 
     Stateless (derived from the global step), so it resumes exactly.
     """
@@ -169,7 +195,7 @@ class ThresholdDecayWarmup(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         group = str_group(trainer.optimizers[0]) if trainer.optimizers else None
-        if group is None or self.epochs == 0:
+        if group is None or self.epochs == 0 or group.get("frozen"):
             return
         if self._base is None:
             self._base = group.setdefault("base_weight_decay", group["weight_decay"])
@@ -250,6 +276,7 @@ class BudgetControl(pl.Callback):
             self._freeze_to_params(tensors)
             self.frozen = True
         if self.frozen:
+            freeze_ranks_and_relax(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
             log.info("budget reached at step %d: ranks frozen at %s", trainer.global_step,
                      {k: p.rank_cap for k, (_, _, p) in tensors.items()})
 
@@ -302,6 +329,30 @@ class BudgetControl(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.frozen = bool(state_dict.get("frozen", False))
+
+
+class FineTune(pl.Callback):
+    """Freeze the learned ranks for the last ``fraction`` of the epochs and fine-tune at them.
+
+    STR's decay shrinks the spectrum while it searches for ranks, so its runs underfit; once the ranks are
+    frozen the decay is relaxed to the weights' and the surviving directions recover (the recurrent twin of
+    training at the budget STR found). Stateless: the frozen ranks live in the model, the relaxed decay in the
+    optimizer, both checkpointed.
+    """
+
+    def __init__(self, fraction: float) -> None:
+        if not 0 <= fraction < 1:
+            raise ValueError(f"fine-tuning fraction must be in [0, 1), got {fraction}")
+        self.fraction = fraction
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.fraction == 0 or trainer.current_epoch < round((1 - self.fraction) * trainer.max_epochs):
+            return
+        group = str_group(trainer.optimizers[0]) if trainer.optimizers else None
+        if group is not None and group.get("frozen"):
+            return
+        ranks = freeze_ranks_and_relax(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
+        log.info("epoch %d: ranks frozen at %s; fine-tuning", trainer.current_epoch, ranks)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .runs import read_summaries
 
-GROUP = ["dataset", "mode", "cell", "factors", "weight_decay", "ranks"]
+GROUP = ["dataset", "mode", "cell", "factors", "strength", "ranks"]
 MARKERS = {"dense": "s", "lowrank": "o", "fixed-rank": "^", "unstructured": "D"}
 
 
@@ -25,8 +25,10 @@ def compare(run_dirs) -> pd.DataFrame:
     for column in GROUP:
         if column not in runs:
             runs[column] = None
-    runs["weight_decay"] = runs.apply(lambda r: r["weight_decay"] if r["mode"] in ("lowrank", "unstructured")
-                                      else None, axis=1)
+    # the STR strength is the threshold decay (older summaries: the weight decay); meaningless for other modes
+    decay = runs["threshold_decay"] if "threshold_decay" in runs else runs["weight_decay"]
+    runs["strength"] = decay.where(runs["mode"].isin(["lowrank", "unstructured"]))
+    runs.loc[runs["mode"] == "dense", "factors"] = None
     grouped = runs.groupby(GROUP, dropna=False, sort=False)
     table = grouped.agg(
         seeds=("seed", "count"),
@@ -44,13 +46,13 @@ def compare(run_dirs) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """Markdown with accuracy as ``mean ± std`` in percent."""
-    lines = ["| dataset | mode | cell | factors | λ | ranks (W,U) | W,U params (% of dense) | model params "
-             "| test acc % (mean ± std) | seeds |", "|" + "---|" * 10]
+    lines = ["| dataset | mode | cell | factors | threshold decay | ranks (W,U) | W,U params (% of dense) "
+             "| model params | test acc % (mean ± std) | seeds |", "|" + "---|" * 10]
     for _, r in table.iterrows():
-        wd = "" if pd.isna(r["weight_decay"]) else f"{r['weight_decay']:g}"
+        wd = "" if pd.isna(r["strength"]) else f"{r['strength']:g}"
         pct = "" if pd.isna(r["params_str_pct"]) else f" ({r['params_str_pct']:.0f}%)"
         lines.append(
-            f"| {r['dataset']} | {r['mode']} | {r['cell']} | {r['factors'] if r['mode'] != 'dense' else ''} "
+            f"| {r['dataset']} | {r['mode']} | {r['cell']} | {r['factors'] or ''} "
             f"| {wd} | {r['ranks']} | {int(r['params_str']):,}{pct} | {int(r['params_exported']):,} "
             f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} |"
         )

@@ -154,8 +154,13 @@ class LowRankSTR(nn.Module):
             return alpha.new_zeros(())
         magnitudes = torch.sort(m.detach().abs(), descending=True).values
         if floor > 0:
-            # a threshold at the (floor+1)-th largest |m| keeps exactly the top `floor` entries
-            alpha = torch.minimum(alpha, magnitudes[floor])
+            # a threshold at the (floor+1)-th largest |m| keeps exactly the top `floor` entries; when that entry
+            # ties with the floor-th (free factors start with all m equal), stay just below the tie so the
+            # protected entries keep a nonzero value and a gradient (the tied ones survive with them)
+            ceiling = magnitudes[floor]
+            if magnitudes[floor - 1] <= ceiling:
+                ceiling = magnitudes[floor - 1] * (1.0 - 1e-3)
+            alpha = torch.minimum(alpha, ceiling)
         if cap < m.numel():
             alpha = torch.maximum(alpha, magnitudes[cap])
         return alpha

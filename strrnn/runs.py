@@ -135,7 +135,46 @@ def apply_mode(model: nn.Module, config: dict) -> nn.Module:
             lowrank_rnn(model, max_rank=max_rank, threshold=False, factors=config["factors"])
     elif mode == "unstructured":
         sparsify(model, g=g or "sigmoid", s_init=config["s_init"])
+    elif mode == "dnw":
+        from cnn.pruning import apply_dnw
+
+        apply_dnw(model, pruning_targets(model, config))
+    elif mode == "magnitude":
+        from cnn.pruning import apply_magnitude_pruning
+
+        apply_magnitude_pruning(model, pruning_targets(model, config))
+    # gmp: masks are registered by its Lightning callback (strrnn.train.build_callbacks)
     return model
+
+
+def pruning_targets(model: nn.Module, config: dict) -> dict[str, float]:
+    """Per-layer sparsity targets of a pruning baseline: ``--sparsity`` spread uniformly or by ERK, or the
+    budget an unstructured STR run learned (``--budget-from``)."""
+    from cnn.budget import budget_targets
+
+    return budget_targets(model, budget_from=config.get("budget_from"), sparsity=config.get("sparsity"),
+                          distribution=config.get("budget_distribution", "uniform"))
+
+
+def export_model(model: nn.Module) -> nn.Module:
+    """:func:`strrnn.export` plus, for CNN pruning baselines, their masks folded into exact zeros."""
+    from .export import export
+
+    small = export(model)
+    try:
+        from cnn.pruning import fold_masks
+    except ImportError:
+        return small
+    return fold_masks(small)
+
+
+def flops_profile(model: nn.Module, datamodule):
+    """``cnn.flops.profile`` for image models (None for sequence models)."""
+    if _is_sequence(datamodule):
+        return None
+    from cnn.flops import profile
+
+    return profile(model, tuple(datamodule.input_shape))
 
 
 def rank_targets(model: nn.Module, rank_w: int, rank_u: int) -> dict[str, int]:
@@ -203,8 +242,10 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path}: unsupported exported format {payload.get('format')!r}")
     config = payload["config"]
     model = build_model(config, _Shape(payload))
-    apply_mode(model, config) if config["mode"] != "fixed-rank" or not config.get("budget_from") else _fixed_from(
-        model, config, payload["ranks"])
+    if config["mode"] == "fixed-rank" and config.get("budget_from"):
+        _fixed_from(model, config, payload["ranks"])
+    elif config["mode"] not in ("gmp", "dnw", "magnitude"):  # pruning masks were folded into plain weights
+        apply_mode(model, config)
     for path_name, rank in payload["ranks"].items():
         module_path, _, name = path_name.rpartition(".")
         module = model.get_submodule(module_path)
@@ -214,9 +255,7 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict]:
                 # give the spectrum distinct magnitudes so that freezing keeps exactly `rank` entries
                 _originals(module, name)[1].copy_(torch.linspace(1.0, 0.5, p.max_rank))
             p.freeze_rank(rank)
-    from .export import export
-
-    small = export(model)
+    small = export_model(model)
     small.load_state_dict(payload["state_dict"])
     return small.eval(), payload
 

@@ -135,13 +135,15 @@ class Threshold(nn.Module):
         return f"g={self.g_name}, k={self.k}, shape={tuple(self.s.shape)}"
 
 
-# Default learning rate and Adam epsilon of the STR group (thresholds and low-rank spectra).
-# Under Adam the update is lr * m / (sqrt(v) + eps). With eps much larger than the gradients of this group
+# Default learning rate and Adam epsilon of the STR groups (thresholds and low-rank spectra).
+# Under Adam the update is lr * m / (sqrt(v) + eps). With eps much larger than the gradients of these groups
 # (decay gradients are λ·|s| ~ 1e-2), the update becomes ≈ (lr / eps) * m: linear in the gradient like the
 # paper's SGD step, so the threshold moves in proportion to its decay λ instead of by ≈ lr per step whatever
-# λ is. lr / eps = 3 matches SGD with lr 0.3 and momentum 0.9 (lr / (1 - momentum) = 3), which is also what an
-# SGD optimizer gives this group (SGD ignores eps). Large gradients saturate at ≈ lr per step.
-STR_LR = 0.3
+# λ is. lr / eps = 0.3 matches SGD with lr 0.03 and momentum 0.9 (lr / (1 - momentum) = 0.3), which is also
+# what an SGD optimizer gives these groups (SGD ignores eps). Measured on FSDD (benchmarks/README.md): with
+# lr / eps = 3 the ranks settle within 30 epochs into noisy equilibria that are not monotone in λ; at 0.3 the
+# ranks fall gradually and monotonically with λ over 100 epochs.
+STR_LR = 0.03
 STR_EPS = 0.1
 
 _NORM_TYPES = (
@@ -181,28 +183,30 @@ def param_groups(
 ) -> list[dict]:
     r"""Optimizer parameter groups that make STR's learned budget respond to its strength.
 
-    Returns up to three groups (empty ones are dropped), each a dict with ``name`` and ``params``:
+    Returns up to four groups (empty ones are dropped), each a dict with ``name`` and ``params``:
 
     * ``"weights"``: every other trainable parameter, with ``weight_decay``;
     * ``"no_decay"``: biases and normalization parameters (matched by module type, or by a name component
       in ``no_decay``), weight decay 0;
-    * ``"str"``: STR thresholds ``s`` and low-rank spectra ``m``, with ``threshold_decay`` (default:
-      ``weight_decay``, the paper's coupled decay), learning rate ``threshold_lr`` and Adam ``eps``
-      ``threshold_eps``.
+    * ``"spectrum"``: low-rank spectra ``m``, and ``"threshold"``: STR thresholds ``s``, both with
+      ``threshold_decay`` — the sparsity knob (default ``weight_decay``: the paper's coupled decay) — learning
+      rate ``threshold_lr`` and Adam ``eps`` ``threshold_eps``. The spectrum must decay with the threshold:
+      ``α = k·e^s`` saturates at ``k`` as decay pulls ``s`` to 0, so undecayed spectra would simply outgrow it.
 
-    Why the ``"str"`` group has its own lr and eps: the paper updates ``s`` by SGD, where the step is
-    proportional to the decay gradient ``λ·s``, so a larger λ cuts more. Under Adam with its default eps
-    the normalized step is ≈ lr whatever λ is, and at small-data step counts no rank is ever cut. With
-    ``eps = threshold_eps`` (0.1) Adam's step in this group is ≈ ``(threshold_lr / threshold_eps)·m`` —
-    SGD with momentum-like averaging — and SGD with momentum 0.9 gives the same ``threshold_lr/(1-0.9)``.
-    Pass ``threshold_lr=None`` and ``threshold_eps=None`` to inherit the optimizer's own settings.
+    Why these groups have their own lr and eps: the paper updates ``s`` by SGD, where the step is proportional
+    to the decay gradient ``λ·s``, so a larger λ cuts more. Under Adam with its default eps the normalized step
+    is ≈ lr whatever λ is, and at small-data step counts no rank is ever cut. With ``eps = threshold_eps``
+    (0.1) Adam's step in these groups is ≈ ``(threshold_lr / threshold_eps)·m̂`` — an SGD step with
+    momentum-like averaging, saturating at ≈ ``threshold_lr`` for large gradients — and SGD with momentum 0.9
+    gives the same ``threshold_lr / (1 - 0.9)``. Pass ``threshold_lr=None, threshold_eps=None`` to inherit the
+    optimizer's own settings.
 
     Args:
         model: a module carrying STR parametrizations (or none).
         weight_decay: L2 decay λ for weights.
-        threshold_decay: decay for thresholds and spectra; ``None`` means ``weight_decay``.
-        threshold_lr: learning rate of the STR group (``None``: the optimizer's).
-        threshold_eps: Adam/AdamW ``eps`` of the STR group (ignored by SGD; ``None``: the optimizer's).
+        threshold_decay: decay of thresholds ``s`` and low-rank spectra ``m``; ``None`` means ``weight_decay``.
+        threshold_lr: learning rate of spectra and thresholds (``None``: the optimizer's).
+        threshold_eps: Adam/AdamW ``eps`` of spectra and thresholds (ignored by SGD; ``None``: the optimizer's).
         no_decay: name components (lower-case substrings of a parameter's dotted name) exempt from decay.
         lr: learning rate of the weight groups (``None``: the optimizer's).
 
@@ -223,14 +227,17 @@ def param_groups(
         if isinstance(module, _NORM_TYPES):
             exempt.update(id(p) for p in module.parameters(recurse=False))
 
-    weights, dense_exempt, str_params = [], [], []
+    weights, dense_exempt, spectra, thresholds = [], [], [], []
     seen: set[int] = set()
     for name, param in model.named_parameters():
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
-        if id(param) in str_kinds:
-            str_params.append(param)
+        kind = str_kinds.get(id(param))
+        if kind == "threshold":
+            thresholds.append(param)
+        elif kind == "spectrum":
+            spectra.append(param)
         elif id(param) in exempt or any(t in part for part in name.lower().split(".") for t in no_decay):
             dense_exempt.append(param)
         else:
@@ -241,15 +248,12 @@ def param_groups(
         out.update({k: v for k, v in extra.items() if v is not None})
         return out
 
+    str_options = {"lr": threshold_lr, "eps": threshold_eps}
+    str_decay = weight_decay if threshold_decay is None else threshold_decay
     groups = [
         group("weights", weights, weight_decay, lr=lr),
         group("no_decay", dense_exempt, 0.0, lr=lr),
-        group(
-            "str",
-            str_params,
-            weight_decay if threshold_decay is None else threshold_decay,
-            lr=threshold_lr,
-            eps=threshold_eps,
-        ),
+        group("spectrum", spectra, str_decay, **str_options),
+        group("threshold", thresholds, str_decay, **str_options),
     ]
     return [g for g in groups if g["params"]]

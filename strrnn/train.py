@@ -39,19 +39,20 @@ from .callbacks import (
     AtomicCheckpointIO,
     BudgetControl,
     EpochSeed,
+    FineTune,
     NonFiniteLossError,
     NonFiniteLossGuard,
     RankLogger,
     ThresholdDecayWarmup,
     atomic_write_text,
 )
-from .export import export
 from .report import report
 from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig
 
 log = logging.getLogger("strrnn")
 
-MODES = ("dense", "lowrank", "fixed-rank", "unstructured")
+MODES = ("dense", "lowrank", "fixed-rank", "unstructured", "gmp", "dnw", "magnitude")
+PRUNING_MODES = ("gmp", "dnw", "magnitude")  # the CNN baselines (package cnn)
 CELLS = ("fastgrnn", "fastrnn", "lstm", "gru")
 FACTORS = ("free", "orthogonal")
 
@@ -89,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-layers", type=int, default=1)
     m.add_argument("--rank-w", type=int, default=None, help="fixed-rank: rank of every W")
     m.add_argument("--rank-u", type=int, default=None, help="fixed-rank: rank of every U")
-    m.add_argument("--budget-from", default=None, help="fixed-rank: train at the ranks an STR run folder learned")
+    m.add_argument("--budget-from", default=None,
+                   help="fixed-rank: train at the ranks an STR run folder learned; gmp/dnw/magnitude: prune to the "
+                        "per-layer sparsities an unstructured STR run learned")
+    m.add_argument("--sparsity", type=float, default=None, help="gmp/dnw/magnitude: overall target sparsity (0-1)")
+    m.add_argument("--budget-distribution", default="uniform", help="gmp/dnw/magnitude with --sparsity: uniform or erk")
     m.add_argument("--factors", default="free", help=f"one of: {', '.join(FACTORS)}")
     m.add_argument("--g", default=None, help="threshold function (default: exp for lowrank, sigmoid otherwise)")
     m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
@@ -114,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
     o.add_argument("--decay-warmup", type=float, default=0.15,
                    help="fraction of the epochs over which the threshold decay ramps up from 0")
+    o.add_argument("--finetune", type=float, default=0.25,
+                   help="lowrank: fraction of the epochs at the end spent fine-tuning at frozen ranks (0: none)")
     o.add_argument("--label-smoothing", type=float, default=0.0)
     o.add_argument("--seed", type=int, default=0)
 
@@ -180,10 +187,20 @@ def validate(config: dict) -> None:
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
     mode = config["mode"]
-    fixed_flags = [f for f in ("rank_w", "rank_u", "budget_from") if config[f] is not None]
+    fixed_flags = [f for f in ("rank_w", "rank_u") if config[f] is not None]
     if fixed_flags and mode != "fixed-rank":
         flags = ", ".join("--" + f.replace("_", "-") for f in fixed_flags)
         raise UsageError(f"{flags} only apply to --mode fixed-rank (got --mode {mode})")
+    if config["budget_from"] is not None and mode not in ("fixed-rank", *PRUNING_MODES):
+        raise UsageError(f"--budget-from applies to --mode fixed-rank, gmp, dnw or magnitude (got --mode {mode})")
+    if mode in PRUNING_MODES and (config["sparsity"] is None) == (config["budget_from"] is None):
+        raise UsageError(f"--mode {mode} needs exactly one of --sparsity F or --budget-from RUN_DIR")
+    if config["sparsity"] is not None and mode not in PRUNING_MODES:
+        raise UsageError(f"--sparsity applies to --mode gmp, dnw or magnitude (got --mode {mode}); "
+                         "STR learns its own sparsity: use --weight-decay / --threshold-decay")
+    if config["sparsity"] is not None and not 0 <= config["sparsity"] < 1:
+        raise UsageError(f"--sparsity is a fraction in [0, 1), got {config['sparsity']}")
+    _choice(config, "budget_distribution", ("uniform", "erk"))
     if mode == "fixed-rank" and config["budget_from"] is None and config["rank_w"] is None and config["rank_u"] is None:
         raise UsageError("--mode fixed-rank needs --rank-w/--rank-u or --budget-from RUN_DIR")
     if mode == "fixed-rank" and config["budget_from"] is not None and (config["rank_w"] or config["rank_u"]):
@@ -283,12 +300,20 @@ def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.
     ]
     if config["mode"] in ("lowrank", "unstructured") and config["decay_warmup"] > 0:
         callbacks.append(ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"]))
+    if config["mode"] == "lowrank" and config["finetune"] > 0 and config["target_rank"] is None \
+            and config["target_params"] is None:
+        callbacks.append(FineTune(config["finetune"]))
     if config["target_rank"] is not None:
         w, u = config["target_rank"]
         callbacks.append(BudgetControl(target_ranks=runs.rank_targets(model, w, u),
                                        deadline=config["budget_deadline"]))
     elif config["target_params"] is not None:
         callbacks.append(BudgetControl(target_params=config["target_params"], deadline=config["budget_deadline"]))
+    if config["mode"] == "gmp":
+        from cnn.pruning import GMPCallback
+
+        targets = runs.pruning_targets(model, config)
+        callbacks.append(GMPCallback({f"model.{k}": v for k, v in targets.items()}))
     return callbacks
 
 
@@ -331,7 +356,10 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     table = report(model)
     atomic_write_text(out / "report.csv", table.to_csv(index=False))
     atomic_write_text(out / "report.md", table.to_markdown(index=False) if _has_tabulate() else table.to_string())
-    small = export(model)
+    small = runs.export_model(model)
+    flops = runs.flops_profile(small, datamodule)
+    if flops is not None:
+        atomic_write_text(out / "flops.csv", flops.to_csv(index=False))
     ranks = runs.learned_ranks(model)
     runs.save_exported(out / "exported.pt", small, config, ranks, datamodule)
     metrics_src = out / "logs" / "metrics.csv"
@@ -342,6 +370,8 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
         "dataset": config["dataset"], "mode": config["mode"], "model": config["model"], "cell": config["cell"],
         "hidden_size": config["hidden_size"], "seed": config["seed"], "epochs": config["epochs"],
         "weight_decay": config["weight_decay"], "factors": config["factors"],
+        "threshold_decay": config["threshold_decay"] if config["threshold_decay"] is not None
+        else config["weight_decay"],
         "ranks": ranks,
         "sparsity": float(table.iloc[-1]["sparsity"]) if not table.empty else 0.0,
         "params_str_dense": int(table.iloc[-1]["params_dense"]) if not table.empty else 0,
@@ -350,6 +380,8 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
         "params_exported": runs.count_params(small),
         "macs_per_step_dense": int(table.iloc[-1]["macs_dense"]) if not table.empty else None,
         "macs_per_step": int(table.iloc[-1]["macs"]) if not table.empty else None,
+        "flops_dense": int(flops.iloc[-1]["flops_dense"]) if flops is not None else None,
+        "flops": int(flops.iloc[-1]["flops"]) if flops is not None else None,
         "best_val_acc": float(best_score) if best_score is not None else None,
         "test_acc": float(test_metrics[0]["test_acc"]) if test_metrics else None,
         "wall_time_s": round(wall_time, 1),
@@ -368,14 +400,19 @@ def _has_tabulate() -> bool:
 
 
 def print_summary(summary: dict) -> None:
-    """Print the learned ranks and accuracy of a finished run."""
+    """Print the learned ranks / sparsity and the accuracy of a finished run."""
     if not summary:
         return
-    print("\nlearned ranks:" if summary["mode"] != "dense" else "\ndense model")
-    for key, value in summary["ranks"].items():
-        print(f"  {key}: {value}")
-    print(f"parameters of STR tensors: {summary['params_str']:,} of {summary['params_str_dense']:,} "
-          f"(whole model {summary['params_exported']:,} of {summary['params_dense']:,} after export)")
+    if summary["ranks"]:
+        print("\nlearned ranks:" if summary["mode"] == "lowrank" else "\nranks:")
+        for key, value in summary["ranks"].items():
+            print(f"  {key}: {value}")
+    if summary["params_str_dense"]:
+        print(f"parameters of STR tensors after export: {summary['params_str']:,} of {summary['params_str_dense']:,}"
+              f" ({summary['sparsity']:.1f}% removed)")
+    if summary.get("flops") is not None:
+        print(f"FLOPs (nonzero weights): {summary['flops']:,} of {summary['flops_dense']:,} dense")
+    print(f"model parameters stored after export: {summary['params_exported']:,} (dense: {summary['params_dense']:,})")
     print(f"best validation accuracy: {summary['best_val_acc']:.4f}   test accuracy: {summary['test_acc']:.4f}")
 
 

@@ -125,7 +125,7 @@ def test_fixed_rank_has_no_threshold_and_frozen_spectrum():
     assert not plist.original1.requires_grad
     assert torch.linalg.matrix_rank(lin.weight.detach()).item() == 3
     groups = {g["name"]: g for g in strrnn.param_groups(lin, 1e-3)}
-    assert "str" not in groups
+    assert "threshold" not in groups and "spectrum" not in groups
     assert strrnn.report(lin).loc[0, "mode"] == "fixed-rank"
 
 
@@ -249,3 +249,14 @@ def test_freeze_rank_holds_whatever_the_threshold_does_and_is_checkpointed():
     assert strrnn.rank(fresh) == 5 and fresh.parametrizations.weight[0].rank_limits.tolist() == [5, 5]
     with pytest.raises(ValueError, match=r"\(6, 4\)"):
         p.set_rank_limits(6, 4)
+
+
+def test_min_rank_holds_when_spectrum_entries_tie():
+    # free factors start with every spectrum entry equal; a huge threshold must still leave min_rank alive
+    lin = nn.Linear(6, 6)
+    strrnn.lowrank(lin, min_rank=2)
+    with torch.no_grad():
+        lin.parametrizations.weight[0].threshold.s.fill_(5.0)
+    assert strrnn.rank(lin) >= 2
+    lin.weight.sum().backward()
+    assert lin.parametrizations.weight.original1.grad.abs().sum() > 0  # protected entries still learn

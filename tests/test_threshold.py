@@ -75,16 +75,16 @@ class _Net(nn.Module):
         self.head = nn.Linear(6, 3)
 
 
-def test_param_groups_split_str_weights_and_no_decay():
+def test_param_groups_split_spectra_thresholds_weights_and_no_decay():
     net = _Net()
     strrnn.lowrank(net.lin, "weight")
     strrnn.sparse(net.head, "weight")
     groups = {g["name"]: g for g in strrnn.param_groups(net, weight_decay=1e-3, threshold_decay=5e-3)}
-    assert set(groups) == {"weights", "no_decay", "str"}
+    assert set(groups) == {"weights", "no_decay", "spectrum", "threshold"}
     plist = net.lin.parametrizations.weight
-    str_ids = {id(p) for p in groups["str"]["params"]}
-    assert str_ids == {
-        id(plist.original1), id(plist[0].threshold.s), id(net.head.parametrizations.weight[0].threshold.s)
+    assert {id(p) for p in groups["spectrum"]["params"]} == {id(plist.original1)}
+    assert {id(p) for p in groups["threshold"]["params"]} == {
+        id(plist[0].threshold.s), id(net.head.parametrizations.weight[0].threshold.s)
     }
     weight_ids = {id(p) for p in groups["weights"]["params"]}
     assert weight_ids == {id(plist.original0), id(plist.original2), id(net.head.parametrizations.weight.original)}
@@ -92,8 +92,10 @@ def test_param_groups_split_str_weights_and_no_decay():
     assert no_decay_ids == {id(net.lin.bias), id(net.head.bias), id(net.norm.weight), id(net.norm.bias)}
     assert groups["weights"]["weight_decay"] == 1e-3
     assert groups["no_decay"]["weight_decay"] == 0.0
-    assert groups["str"]["weight_decay"] == 5e-3
-    assert groups["str"]["lr"] == STR_LR and groups["str"]["eps"] == STR_EPS
+    assert groups["spectrum"]["weight_decay"] == 5e-3  # the sparsity knob: spectra decay with thresholds
+    assert groups["threshold"]["weight_decay"] == 5e-3
+    for name in ("spectrum", "threshold"):
+        assert groups[name]["lr"] == STR_LR and groups[name]["eps"] == STR_EPS
     # every trainable parameter lands in exactly one group
     total = sum(len(g["params"]) for g in groups.values())
     assert total == len([p for p in net.parameters() if p.requires_grad])
@@ -106,8 +108,8 @@ def test_param_groups_coupled_decay_by_default_and_inherit_option():
     net = _Net()
     strrnn.lowrank(net.lin, "weight")
     groups = {g["name"]: g for g in strrnn.param_groups(net, 2e-3, threshold_lr=None, threshold_eps=None)}
-    assert groups["str"]["weight_decay"] == 2e-3
-    assert "lr" not in groups["str"] and "eps" not in groups["str"]
+    assert groups["threshold"]["weight_decay"] == 2e-3
+    assert "lr" not in groups["threshold"] and "eps" not in groups["threshold"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,175 @@
+"""Callbacks on tiny in-memory problems: NaN guard, rank logging and its warning, budget control, checkpoint I/O."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import pickle
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import strrnn
+from strrnn.callbacks import (
+    AtomicCheckpointIO,
+    BudgetControl,
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    RankLogger,
+    ThresholdDecayWarmup,
+)
+from strrnn.task import ClassificationTask, OptimConfig
+
+
+class _Cell(nn.Module):
+    recurrent_weights = ("W", "U")
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(0.3 * torch.randn(16, 8))
+        self.U = nn.Parameter(0.3 * torch.randn(16, 16))
+
+
+class _Net(nn.Module):
+    """A one-step 'RNN': h = tanh(W x + U tanh(W x)); logits = head(h)."""
+
+    def __init__(self, nan_after: int | None = None):
+        super().__init__()
+        self.cell = _Cell()
+        self.head = nn.Linear(16, 3)
+        self.calls = 0
+        self.nan_after = nan_after
+
+    def forward(self, x):
+        self.calls += 1
+        h0 = torch.tanh(x @ self.cell.W.T)
+        h = torch.tanh(x @ self.cell.W.T + h0 @ self.cell.U.T)
+        out = self.head(h)
+        if self.nan_after is not None and self.calls > self.nan_after:
+            out = out * float("nan")
+        return out
+
+
+def _loaders(n=96):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    data = TensorDataset(x, y)
+    return DataLoader(data, batch_size=16, shuffle=True), DataLoader(data, batch_size=32)
+
+
+def _trainer(tmp_path, callbacks, epochs=3):
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path, callbacks=callbacks,
+                      plugins=[AtomicCheckpointIO()], enable_checkpointing=any(
+                          isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = _Net(nan_after=6 + 2)  # 6 steps per epoch: the second epoch's 3rd training step goes NaN
+    task = ClassificationTask(model, OptimConfig(epochs=3))
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    train, _ = _loaders()
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 8"):
+        _trainer(tmp_path, [NonFiniteLossGuard(), ckpt]).fit(task, train)
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN step never reached the weights
+
+
+def test_rank_logger_writes_rows_and_warns_when_threshold_covers_spectrum(tmp_path, caplog):
+    torch.manual_seed(1)
+    model = _Net()
+    strrnn.lowrank_rnn(model, s_init=-10.0, min_rank=2)
+    with torch.no_grad():
+        p = model.cell.parametrizations.U[0]
+        p.threshold.s.fill_(3.0)  # alpha = e^3 > every spectrum entry
+    task = ClassificationTask(model, OptimConfig(epochs=2, weight_decay=0.0))
+    train, _ = _loaders()
+    path = tmp_path / "ranks.csv"
+    with caplog.at_level(logging.WARNING, logger="strrnn"):
+        _trainer(tmp_path, [RankLogger(path)], epochs=2).fit(task, train)
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["epoch"], r["tensor"]) for r in rows] == [("0", "W"), ("0", "U"), ("1", "W"), ("1", "U")]
+    assert int(rows[-1]["rank"]) == 2  # min_rank holds
+    assert "threshold of model.cell.U".replace("model.", "") in caplog.text and "min_rank=2" in caplog.text
+
+
+def test_budget_control_freezes_exactly_at_target_ranks(tmp_path):
+    torch.manual_seed(2)
+    model = _Net()
+    strrnn.lowrank_rnn(model, s_init=-10.0)
+    task = ClassificationTask(model, OptimConfig(epochs=4, threshold_decay=1e-3))
+    train, _ = _loaders()
+    budget = BudgetControl(target_ranks={"cell.W": 3, "cell.U": 5}, deadline=0.5)
+    _trainer(tmp_path, [budget], epochs=4).fit(task, train)
+    assert strrnn.rank(model.cell, "W") == 3 and strrnn.rank(model.cell, "U") == 5
+    assert budget.frozen
+
+
+def test_budget_control_rejects_bad_targets(tmp_path):
+    model = _Net()
+    strrnn.lowrank_rnn(model)
+    task = ClassificationTask(model, OptimConfig(epochs=1))
+    train, _ = _loaders()
+    with pytest.raises(ValueError, match=r"unknown tensors \['cell.V'\]"):
+        _trainer(tmp_path, [BudgetControl(target_ranks={"cell.V": 3})], epochs=1).fit(task, train)
+    with pytest.raises(ValueError, match="exactly one of"):
+        BudgetControl()
+
+
+def test_decay_warmup_ramps_the_str_group_decay(tmp_path):
+    model = _Net()
+    strrnn.lowrank_rnn(model)
+    task = ClassificationTask(model, OptimConfig(epochs=2, threshold_decay=1e-2, scheduler="constant"))
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            group = next(g for g in trainer.optimizers[0].param_groups if g["name"] == "threshold")
+            seen.append(group["weight_decay"])
+
+    train, _ = _loaders()
+    _trainer(tmp_path, [ThresholdDecayWarmup(1.0), Spy()], epochs=2).fit(task, train)
+    assert seen[0] == 0.0
+    assert all(b >= a for a, b in zip(seen, seen[1:]))
+    assert seen[-1] == pytest.approx(1e-2)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_checkpoints_load_with_weights_only_and_refuse_pickled_code(tmp_path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, tmp_path / "ok.ckpt")
+    assert io.load_checkpoint(tmp_path / "ok.ckpt")["epoch"] == 3
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    with open(tmp_path / "evil.ckpt", "wb") as handle:
+        pickle.dump({"state_dict": {}, "payload": _Evil()}, handle)
+    with pytest.raises(pickle.UnpicklingError):
+        io.load_checkpoint(tmp_path / "evil.ckpt")
+
+
+def test_finetune_freezes_ranks_and_relaxes_the_str_decay(tmp_path):
+    from strrnn.callbacks import FineTune
+
+    torch.manual_seed(3)
+    model = _Net()
+    strrnn.lowrank_rnn(model, s_init=-1.0)
+    task = ClassificationTask(model, OptimConfig(epochs=2, weight_decay=1e-3, threshold_decay=5e-2))
+    train, _ = _loaders()
+    _trainer(tmp_path, [FineTune(0.5)], epochs=2).fit(task, train)
+    for name in ("W", "U"):
+        p = model.cell.parametrizations[name][0]
+        assert p.min_rank == p.rank_cap == strrnn.rank(model.cell, name)
+    groups = {g["name"]: g for g in task.trainer.optimizers[0].param_groups}
+    assert groups["threshold"]["weight_decay"] == groups["spectrum"]["weight_decay"] == 1e-3
+    with pytest.raises(ValueError, match="fraction"):
+        FineTune(1.0)
