@@ -44,6 +44,19 @@ def _kept_factors(module: nn.Module, name: str, p: LowRankSTR) -> tuple[torch.Te
     return (left[:, keep] * spec[keep]).contiguous(), right[keep].contiguous()
 
 
+def _materialize(module: nn.Module, name: str) -> None:
+    """Remove the parametrization of ``module.<name>``, leaving its current value as a plain Parameter.
+
+    ``remove_parametrizations`` registers the value as a *buffer* when it does not require grad — which is
+    every tensor under ``torch.no_grad()``; an exported weight must stay a Parameter either way.
+    """
+    with torch.enable_grad():
+        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    if name in module._buffers:
+        value = module._buffers.pop(name)
+        module.register_parameter(name, nn.Parameter(value, requires_grad=False))
+
+
 def export(model: nn.Module) -> nn.Module:
     """Return a deep copy of ``model`` with every STR parametrization removed (see the module docstring).
 
@@ -60,7 +73,7 @@ def export(model: nn.Module) -> nn.Module:
     for path, module, name, p in list(iter_str_tensors(exported)):
         if isinstance(p, LowRankSTR):
             left, right = _kept_factors(module, name, p)
-            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+            _materialize(module, name)
             out_features, in_features = p.matrix_shape
             factored_is_smaller = low_rank_params(out_features, in_features, left.shape[1]) < (
                 out_features * in_features
@@ -73,7 +86,7 @@ def export(model: nn.Module) -> nn.Module:
             elif hasattr(module, "export_low_rank") and factored_is_smaller:
                 module.export_low_rank(name, left, right)
         else:
-            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+            _materialize(module, name)
     return exported
 
 

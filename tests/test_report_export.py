@@ -133,3 +133,14 @@ def test_export_of_a_bare_linear_returns_factored_layer():
     out = strrnn.export(lin)
     assert isinstance(out, LowRankLinear)
     assert torch.allclose(out(x), lin(x), atol=1e-5)
+
+
+def test_export_under_no_grad_keeps_weights_as_parameters():
+    model = _model()
+    strrnn.lowrank(model[0], max_rank=8)
+    strrnn.sparse(model[2])
+    with torch.no_grad():
+        small = strrnn.export(model)
+    assert not list(small.buffers())
+    assert {n for n, _ in small.named_parameters()} >= {"2.weight", "4.weight"}
+    assert isinstance(small[0], nn.Linear) and isinstance(small[0].weight, nn.Parameter)
