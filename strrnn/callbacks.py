@@ -119,10 +119,10 @@ class RankLogger(pl.Callback):
         self.path = Path(path)
         self._warned: set[str] = set()
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        # On resume, drop rows of epochs that the restored checkpoint has not completed.
+        # On resume (the checkpoint is restored by now), drop rows of epochs it has not completed.
         keep = []
         if self.path.exists():
             with self.path.open() as handle:

@@ -87,7 +87,8 @@ def build_model(config: dict, datamodule) -> nn.Module:
     if _is_sequence(datamodule):
         name = config.get("model") or ("har" if config["dataset"].startswith("har") else "keyword_spotter")
         return smodels.build(name, n_features=datamodule.num_features, n_classes=datamodule.num_classes,
-                             cell=config["cell"], hidden_size=config["hidden_size"], num_layers=config["num_layers"])
+                             cell=config["cell"], hidden_size=config["hidden_size"], num_layers=config["num_layers"],
+                             pooling=config.get("pooling", "last"))
     from cnn import models as cnn_models
 
     name = config.get("model") or "small_cnn"

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .lowrank import LowRankSTR
+from .report import iter_str_tensors
 from .threshold import STR_EPS, STR_LR, param_groups
 
-__all__ = ["OptimConfig", "ClassificationTask", "OPTIMIZERS", "SCHEDULERS"]
+__all__ = ["OptimConfig", "ClassificationTask", "ranks_frozen", "OPTIMIZERS", "SCHEDULERS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "constant", "step")
@@ -46,6 +48,12 @@ class OptimConfig:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
 
 
+def ranks_frozen(model: nn.Module) -> bool:
+    """Whether every learned (thresholded) low-rank tensor of ``model`` has its rank frozen."""
+    return all(p.min_rank == p.rank_cap for _, _, _, p in iter_str_tensors(model)
+               if isinstance(p, LowRankSTR) and p.threshold is not None)
+
+
 class ClassificationTask(pl.LightningModule):
     """Cross-entropy classification of ``model(x) -> logits (batch, classes)`` with accuracy metrics.
 
@@ -54,11 +62,12 @@ class ClassificationTask(pl.LightningModule):
         optim: :class:`OptimConfig`.
     """
 
-    def __init__(self, model: nn.Module, optim: OptimConfig) -> None:
+    def __init__(self, model: nn.Module, optim: OptimConfig, select_after_freeze: bool = False) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
-        self.last_nonfinite: tuple[int, int] | None = None
+        # with budget control or a fine-tuning phase, only epochs at frozen ranks may become best.ckpt
+        self.select_after_freeze = select_after_freeze
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -74,6 +83,11 @@ class ClassificationTask(pl.LightningModule):
                  batch_size=len(y))
         self.log(f"{stage}_acc", acc, prog_bar=stage != "train", on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(y))
+        if stage == "val":
+            eligible = not self.select_after_freeze or ranks_frozen(self.model)
+            # best.ckpt monitors this: val_acc in [0, 1] when eligible, val_acc - 2 in [-2, -1] when not
+            self.log("val_selection", acc if eligible else acc - 2.0, on_step=False, on_epoch=True,
+                     sync_dist=True, batch_size=len(y))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

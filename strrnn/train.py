@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(CELLS)}")
     m.add_argument("--hidden-size", type=int, default=100)
     m.add_argument("--num-layers", type=int, default=1)
+    m.add_argument("--pooling", default="last", help="recurrent models: 'last' state or 'mean' over frames")
     m.add_argument("--rank-w", type=int, default=None, help="fixed-rank: rank of every W")
     m.add_argument("--rank-u", type=int, default=None, help="fixed-rank: rank of every U")
     m.add_argument("--budget-from", default=None,
@@ -184,6 +185,7 @@ def validate(config: dict) -> None:
     _choice(config, "mode", MODES)
     _choice(config, "cell", CELLS)
     _choice(config, "factors", FACTORS)
+    _choice(config, "pooling", ("last", "mean"))
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
     mode = config["mode"]
@@ -286,7 +288,9 @@ def build_run(config: dict):
         scheduler=config["scheduler"], warmup_epochs=config["warmup_epochs"], epochs=config["epochs"],
         label_smoothing=config["label_smoothing"],
     )
-    return datamodule, model, ClassificationTask(model, optim)
+    freezes = config["mode"] == "lowrank" and (
+        config["finetune"] > 0 or config["target_rank"] is not None or config["target_params"] is not None)
+    return datamodule, model, ClassificationTask(model, optim, select_after_freeze=freezes)
 
 
 def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.Callback]:
@@ -295,8 +299,10 @@ def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.
         RankLogger(out / "ranks.csv"),
         NonFiniteLossGuard(),
         EpochSeed(config["seed"]),
-        pl.callbacks.ModelCheckpoint(dirpath=out, filename="best", monitor="val_acc", mode="max",
-                                     save_last=True, enable_version_counter=False),
+        # saved at the end of each training epoch (after validation), so a resumed run restarts on an epoch
+        # boundary; best.ckpt only among epochs whose ranks are final (see ClassificationTask.select_after_freeze)
+        pl.callbacks.ModelCheckpoint(dirpath=out, filename="best", monitor="val_selection", mode="max",
+                                     save_last=True, enable_version_counter=False, save_on_train_epoch_end=True),
     ]
     if config["mode"] in ("lowrank", "unstructured") and config["decay_warmup"] > 0:
         callbacks.append(ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"]))
@@ -382,7 +388,7 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
         "macs_per_step": int(table.iloc[-1]["macs"]) if not table.empty else None,
         "flops_dense": int(flops.iloc[-1]["flops_dense"]) if flops is not None else None,
         "flops": int(flops.iloc[-1]["flops"]) if flops is not None else None,
-        "best_val_acc": float(best_score) if best_score is not None else None,
+        "best_val_acc": (float(best_score) + (2.0 if best_score < 0 else 0.0)) if best_score is not None else None,
         "test_acc": float(test_metrics[0]["test_acc"]) if test_metrics else None,
         "wall_time_s": round(wall_time, 1),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": pl.__version__},

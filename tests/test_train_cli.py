@@ -219,3 +219,29 @@ def test_ddp_two_cpu_processes_keep_identical_thresholds(tmp_path):
     assert set(s["ranks"]) == {"rnn.cells.0.W", "rnn.cells.0.U"}
     state = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
     assert any(k.endswith("threshold.s") for k in state)
+
+
+def test_cnn_str_budget_transfers_to_gmp_and_dnw_through_the_cli(tmp_path):
+    digits = ["--dataset", "digits", "--model", "small_cnn", "--epochs", "3", "--batch-size", "64",
+              "--no-progress-bar", "--optimizer", "sgd", "--lr", "0.1"]
+    str_run = tmp_path / "str"
+    assert run_cli(digits + ["--mode", "unstructured", "--weight-decay", "5e-2"], str_run) == 0
+    learned = summary(str_run)
+    assert learned["flops"] < learned["flops_dense"] and learned["sparsity"] > 0
+    import pandas as pd
+
+    budget = pd.read_csv(str_run / "report.csv")
+    budget = budget[budget["module"] != "total"].set_index("module")["sparsity"]
+    for mode in ("gmp", "dnw"):
+        out = tmp_path / mode
+        assert run_cli(digits + ["--mode", mode, "--budget-from", str(str_run)], out) == 0
+        from cnn.pruning import layer_sparsity
+        from strrnn.runs import load_exported
+
+        small, _ = load_exported(out)
+        reached = layer_sparsity(small)
+        for layer, target in budget.items():
+            assert abs(100 * reached[layer.removeprefix("model.")] - target) < 0.5, (mode, layer)
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--bogus"])
+    assert train.main(digits + ["--mode", "gmp", "--out", str(tmp_path / "x")]) == 2  # needs a budget

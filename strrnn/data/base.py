@@ -96,6 +96,27 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "strrnn"
 
 
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A shuffle whose order depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so a run resumed from a checkpoint sees exactly the
+    batches an uninterrupted run would (a generator advanced epoch by epoch would restart from its seed).
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class BaseDataModule(pl.LightningDataModule):
     """Common options and loaders. Subclasses implement :meth:`_build` which must set
     ``self.class_names``, ``self.input_shape``, ``self.num_features``, ``self._datasets`` (split ->
@@ -165,13 +186,11 @@ class BaseDataModule(pl.LightningDataModule):
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call .setup() before asking for a dataloader")
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(ds), self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            generator=gen,
             pin_memory=self.pin_memory,
             drop_last=self.drop_last and shuffle,
             persistent_workers=self.num_workers > 0,
