@@ -94,12 +94,51 @@ def main() -> None:
             runs += list(pool.map(lambda f: f(), vanilla))
 
     table = compare.compare(runs)
-    markdown = compare.to_markdown(table)
+    markdown = paired_table(runs) + "\n\nEvery group (rows grouped by learned ranks):\n\n" + compare.to_markdown(table)
     (out / "table.md").write_text(markdown + "\n")
     table.to_csv(out / "table.csv", index=False)
     compare.plot(table[table["cell"] == "fastgrnn"], out / "accuracy_vs_params.png")
     print(markdown)
-    print(json.dumps(claims(table), indent=2))
+    result = claims(table)
+    (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+def paired_table(run_dirs) -> str:
+    """STR per strength (3 seeds) beside fixed-rank training from scratch at each seed's learned ranks."""
+    import statistics
+
+    def load(run):
+        return json.loads((Path(run) / "summary.json").read_text())
+
+    def stats(values):
+        values = [100 * v for v in values]
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+    by_name = {Path(r).name: r for r in run_dirs}
+    lines = ["| model | strength | ranks (W,U) per seed | W,U params (mean % of dense) | STR test acc % | "
+             "fixed-rank at STR's ranks, from scratch % | seeds |", "|---|---|---|---|---|---|---|"]
+    dense = [load(r) for n, r in by_name.items() if n.startswith("dense-")]
+    if dense:
+        lines.append(f"| full rank (dense) | | (32,100) | 13,200 (100%) | {stats([d['test_acc'] for d in dense])} "
+                     f"| | {len(dense)} |")
+    groups: dict[str, list[str]] = {}
+    for name in by_name:
+        if name.startswith("str-"):
+            groups.setdefault(name.rsplit("-s", 1)[0], []).append(name)
+    for key in sorted(groups, key=lambda k: (k.split("-")[1], float(k.split("-")[2]))):
+        strs = [load(by_name[n]) for n in sorted(groups[key])]
+        vans = [load(by_name[v]) for n in sorted(groups[key])
+                if (v := "vanilla-" + n.removeprefix("str-")) in by_name]
+        ranks = " ".join("({},{})".format(*[s["ranks"][k] for k in sorted(s["ranks"], key=lambda k: k[-1] != "W")])
+                         for s in strs)
+        pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in strs)
+        params = statistics.mean(s["params_str"] for s in strs)
+        _, factors, strength = key.split("-")
+        lines.append(f"| STR {factors} | {strength} | {ranks} | {params:,.0f} ({pct:.0f}%) | "
+                     f"{stats([s['test_acc'] for s in strs])} | {stats([v['test_acc'] for v in vans]) if vans else ''}"
+                     f" | {len(strs)} |")
+    return "\n".join(lines)
 
 
 def claims(table) -> dict:

@@ -52,7 +52,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         wd = "" if pd.isna(r["strength"]) else f"{r['strength']:g}"
         pct = "" if pd.isna(r["params_str_pct"]) else f" ({r['params_str_pct']:.0f}%)"
         lines.append(
-            f"| {r['dataset']} | {r['mode']} | {r['cell']} | {r['factors'] or ''} "
+            f"| {r['dataset']} | {r['mode']} | {r['cell']} | {'' if pd.isna(r['factors']) else r['factors']} "
             f"| {wd} | {r['ranks']} | {int(r['params_str']):,}{pct} | {int(r['params_exported']):,} "
             f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} |"
         )
@@ -60,7 +60,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def plot(table: pd.DataFrame, path: str | Path) -> None:
-    """Accuracy vs parameters of the STR tensors, one marker per mode, error bars = std over seeds."""
+    """Accuracy vs parameters of the exported model, one marker per mode, error bars = std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,10 +68,9 @@ def plot(table: pd.DataFrame, path: str | Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for mode, rows in table.groupby("mode", sort=False):
-        x = rows["params_str"].where(rows["params_str"] > 0, rows["params_exported"])
-        ax.errorbar(x, 100 * rows["test_acc_mean"], yerr=100 * rows["test_acc_std"], fmt=MARKERS.get(mode, "x"),
+        ax.errorbar(rows["params_exported"], 100 * rows["test_acc_mean"], yerr=100 * rows["test_acc_std"], fmt=MARKERS.get(mode, "x"),
                     label=mode, capsize=3, linestyle="none")
-    ax.set_xlabel("parameters of W and U after export")
+    ax.set_xlabel("parameters of the exported model")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(", ".join(sorted(table["dataset"].astype(str).unique())))
     ax.grid(alpha=0.3)

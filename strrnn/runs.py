@@ -49,8 +49,10 @@ def default_data_dir(config: dict) -> Path | None:
     if name in ("mnist5k", "digits"):
         return None  # shipped by packages
     if name in SPEECH_COMMANDS:
-        folder = "synthetic_speech_commands" if config.get("synthetic") else (
-            "speech_commands_v0.02" if name == "google35" else "speech_commands_v0.01")
+        if config.get("synthetic"):  # never mixed with real data; one folder per synthesis setting
+            folder = f"synthetic_{name}_p{config.get('synthetic_per_word', 60)}"
+        else:
+            folder = "speech_commands_v0.02" if name == "google35" else "speech_commands_v0.01"
     else:
         folder = name
     base = Path(os.environ.get("STRRNN_DATA", "datasets"))
