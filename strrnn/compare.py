@@ -68,8 +68,8 @@ def plot(table: pd.DataFrame, path: str | Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for mode, rows in table.groupby("mode", sort=False):
-        ax.errorbar(rows["params_exported"], 100 * rows["test_acc_mean"], yerr=100 * rows["test_acc_std"], fmt=MARKERS.get(mode, "x"),
-                    label=mode, capsize=3, linestyle="none")
+        ax.errorbar(rows["params_exported"], 100 * rows["test_acc_mean"], yerr=100 * rows["test_acc_std"],
+                    fmt=MARKERS.get(mode, "x"), label=mode, capsize=3, linestyle="none")
     ax.set_xlabel("parameters of the exported model")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(", ".join(sorted(table["dataset"].astype(str).unique())))
