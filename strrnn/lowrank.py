@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from .threshold import Threshold, soft_threshold
+from .threshold import Threshold, attach, soft_threshold
 
 __all__ = [
     "LowRankSTR",
@@ -271,13 +271,7 @@ def lowrank(module: nn.Module, name: str = "weight", **options: Any) -> nn.Modul
     Raises:
         ValueError: ``module`` has no tensor ``name``, it is already low-rank, or its shape is not 2-D.
     """
-    tensor = getattr(module, name, None)
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{type(module).__name__} has no tensor named {name!r}")
-    if _find(module, name) is not None:
-        raise ValueError(f"{type(module).__name__}.{name} already carries a LowRankSTR parametrization")
-    parametrization = LowRankSTR(tensor.shape, **options).to(device=tensor.device, dtype=tensor.dtype)
-    parametrize.register_parametrization(module, name, parametrization)
+    parametrization = attach(module, name, LowRankSTR, **options)
     if parametrization.threshold is None:
         # fixed rank: the spectrum stays at one, the factors carry the scale
         module.parametrizations[name].original1.requires_grad_(False)

@@ -154,6 +154,30 @@ _NORM_TYPES = (
 )
 
 
+def attach(module: nn.Module, name: str, parametrization_type: type[nn.Module], **options) -> nn.Module:
+    """Register ``parametrization_type(shape, **options)`` on ``module.<name>``; return the parametrization.
+
+    The parametrization takes the tensor's device and dtype. Shared by :func:`strrnn.lowrank` and
+    :func:`strrnn.sparse`.
+
+    Raises:
+        ValueError: ``module`` has no tensor ``name``, or it already carries a parametrization of this type.
+    """
+    from torch.nn.utils import parametrize
+
+    tensor = getattr(module, name, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{type(module).__name__} has no tensor named {name!r}")
+    if parametrize.is_parametrized(module, name) and any(
+        isinstance(p, parametrization_type) for p in module.parametrizations[name]
+    ):
+        raise ValueError(f"{type(module).__name__}.{name} already carries a {parametrization_type.__name__} "
+                         "parametrization")
+    parametrization = parametrization_type(tensor.shape, **options).to(device=tensor.device, dtype=tensor.dtype)
+    parametrize.register_parametrization(module, name, parametrization)
+    return parametrization
+
+
 def _str_parameters(model: nn.Module) -> dict[int, str]:
     """Map id(parameter) -> kind ("threshold" or "spectrum") for every STR-owned parameter."""
     from torch.nn.utils import parametrize

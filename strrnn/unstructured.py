@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .threshold import Threshold, soft_threshold
+from .threshold import Threshold, attach, soft_threshold
 
 __all__ = ["UnstructuredSTR", "sparse", "sparsify", "sparsity", "SPARSIFIABLE"]
 
@@ -81,13 +81,7 @@ def sparse(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module
     Raises:
         ValueError: no tensor ``name`` on ``module``, or it already carries UnstructuredSTR.
     """
-    tensor = getattr(module, name, None)
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{type(module).__name__} has no tensor named {name!r}")
-    if _find(module, name) is not None:
-        raise ValueError(f"{type(module).__name__}.{name} already carries an UnstructuredSTR parametrization")
-    parametrization = UnstructuredSTR(tensor.shape, **options).to(device=tensor.device, dtype=tensor.dtype)
-    parametrize.register_parametrization(module, name, parametrization)
+    attach(module, name, UnstructuredSTR, **options)
     return module
 
 
