@@ -131,10 +131,8 @@ def apply_mode(model: nn.Module, config: dict) -> nn.Module:
                     raise ValueError(f"--budget-from: tensor {key} does not exist in this model") from None
                 lowrank(module, name, max_rank=rank, threshold=False, factors=config["factors"])
         else:
-            full = {}
-            for cell in (m for m in model.modules() if getattr(type(m), "recurrent_weights", None)):
-                full = {"W": min(cell.W.shape), "U": min(cell.U.shape)}
-            max_rank = {"W": config.get("rank_w") or full.get("W"), "U": config.get("rank_u") or full.get("U")}
+            # an unspecified rank means full rank for that weight (of every layer)
+            max_rank = {"W": config.get("rank_w"), "U": config.get("rank_u")}
             lowrank_rnn(model, max_rank=max_rank, threshold=False, factors=config["factors"])
     elif mode == "unstructured":
         sparsify(model, g=g or "sigmoid", s_init=config["s_init"])
