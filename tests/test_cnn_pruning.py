@@ -10,14 +10,7 @@ from torch import nn
 
 from cnn import budget, flops, models, pruning
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these models are tiny: one intra-op thread is as fast and does not thrash when the cores are shared
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_model() -> nn.Module:

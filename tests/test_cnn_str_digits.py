@@ -21,13 +21,7 @@ STR_DECAY, S_INIT, DENSE_DECAY = 5e-2, -10.0, 5e-4
 CHANNELS = (16, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these models are tiny: one intra-op thread is as fast and does not thrash when the cores are shared
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits():
