@@ -8,6 +8,7 @@ library's default one, the same a plain PyTorch loop gets.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import pytorch_lightning as pl
@@ -60,14 +61,17 @@ class ClassificationTask(pl.LightningModule):
     Args:
         model: any ``nn.Module`` mapping a batch ``x`` to logits ``(batch, n_classes)``.
         optim: :class:`OptimConfig`.
+        selectable: ``() -> bool``, whether the current epoch may become ``best.ckpt`` (logged as
+            ``val_selection``: ``val_acc`` when selectable, ``val_acc - 2`` when not); ``None``: always.
     """
 
-    def __init__(self, model: nn.Module, optim: OptimConfig, select_after_freeze: bool = False) -> None:
+    def __init__(self, model: nn.Module, optim: OptimConfig, selectable: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
-        # with budget control or a fine-tuning phase, only epochs at frozen ranks may become best.ckpt
-        self.select_after_freeze = select_after_freeze
+        # when the budget is still moving (ranks not frozen, pruning schedule running), an epoch must not
+        # become best.ckpt: the exported model has to carry the final budget. None: every epoch may.
+        self.selectable = selectable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -84,7 +88,7 @@ class ClassificationTask(pl.LightningModule):
         self.log(f"{stage}_acc", acc, prog_bar=stage != "train", on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(y))
         if stage == "val":
-            eligible = not self.select_after_freeze or ranks_frozen(self.model)
+            eligible = self.selectable is None or self.selectable()
             # best.ckpt monitors this: val_acc in [0, 1] when eligible, val_acc - 2 in [-2, -1] when not
             self.log("val_selection", acc if eligible else acc - 2.0, on_step=False, on_epoch=True,
                      sync_dist=True, batch_size=len(y))

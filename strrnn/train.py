@@ -47,7 +47,7 @@ from .callbacks import (
     atomic_write_text,
 )
 from .report import report
-from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig
+from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig, ranks_frozen
 
 log = logging.getLogger("strrnn")
 
@@ -288,9 +288,21 @@ def build_run(config: dict):
         scheduler=config["scheduler"], warmup_epochs=config["warmup_epochs"], epochs=config["epochs"],
         label_smoothing=config["label_smoothing"],
     )
-    freezes = config["mode"] == "lowrank" and (
-        config["finetune"] > 0 or config["target_rank"] is not None or config["target_params"] is not None)
-    return datamodule, model, ClassificationTask(model, optim, select_after_freeze=freezes)
+    return datamodule, model, ClassificationTask(model, optim)
+
+
+def selection_rule(config: dict, task: ClassificationTask, callbacks: list[pl.Callback]):
+    """When an epoch may become best.ckpt: only once the learned or scheduled budget is final."""
+    mode = config["mode"]
+    if mode == "lowrank" and (config["finetune"] > 0 or config["target_rank"] is not None
+                              or config["target_params"] is not None):
+        return lambda: ranks_frozen(task.model)
+    if mode == "unstructured":  # thresholds move until the end: the final model carries the learned budget
+        return lambda: task.trainer.current_epoch == task.trainer.max_epochs - 1
+    if mode == "gmp":
+        gmp = next(c for c in callbacks if type(c).__name__ == "GMPCallback")
+        return lambda: gmp.scheduler is not None and task.trainer.global_step >= gmp.scheduler.end_step
+    return None
 
 
 def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.Callback]:
@@ -300,7 +312,7 @@ def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.
         NonFiniteLossGuard(),
         EpochSeed(config["seed"]),
         # saved at the end of each training epoch (after validation), so a resumed run restarts on an epoch
-        # boundary; best.ckpt only among epochs whose ranks are final (see ClassificationTask.select_after_freeze)
+        # boundary; best.ckpt only among epochs whose budget is final (see selection_rule)
         pl.callbacks.ModelCheckpoint(dirpath=out, filename="best", monitor="val_selection", mode="max",
                                      save_last=True, enable_version_counter=False, save_on_train_epoch_end=True),
     ]
@@ -335,6 +347,8 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
     out, resume_from = prepare_run_folder(config, explicit)
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     datamodule, model, task = build_run(config)
+    callbacks = build_callbacks(config, out, model)
+    task.selectable = selection_rule(config, task, callbacks)
     limit = config["limit_batches"]
     devices = config["devices"]
     trainer = pl.Trainer(
@@ -342,7 +356,7 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
         devices=int(devices) if str(devices).isdigit() else devices, num_nodes=config["num_nodes"],
         strategy=config["strategy"], precision=config["precision"], default_root_dir=out,
         logger=pl.loggers.CSVLogger(save_dir=out, name="logs", version=""),
-        callbacks=build_callbacks(config, out, model), plugins=[AtomicCheckpointIO()],
+        callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         deterministic=False, log_every_n_steps=10, enable_model_summary=False,
         enable_progress_bar=config["progress_bar"],
         limit_train_batches=limit, limit_val_batches=limit, limit_test_batches=limit,
