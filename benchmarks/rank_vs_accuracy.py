@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--no-lstm", action="store_true")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the fixed-rank runs at STR's ranks")
     parser.add_argument("--quick", action="store_true", help="5 epochs, one seed, one strength, free factors")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate every finished run folder already in --out")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds, args.strengths, args.factors = 5, [0], [1e-1], ["free"]
@@ -84,6 +86,10 @@ def main() -> None:
             first.append(job(f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
             first.append(job(f"lstm-str-{args.strengths[-1]:g}-s{seed}",
                              ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", str(args.strengths[-1]), *s]))
+    if args.report_only:
+        runs = sorted(p.parent for p in out.glob("*/summary.json"))
+        write_report(out, runs)
+        return
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda f: f(), first))
         str_runs = [r for r in runs if r.name.startswith("str-")]
@@ -93,6 +99,11 @@ def main() -> None:
         if not args.no_vanilla:
             runs += list(pool.map(lambda f: f(), vanilla))
 
+    write_report(out, runs)
+
+
+def write_report(out: Path, runs: list[Path]) -> None:
+    """table.md (paired STR vs fixed-rank, then every group), table.csv, claims.json and the plot."""
     table = compare.compare(runs)
     markdown = paired_table(runs) + "\n\nEvery group (rows grouped by learned ranks):\n\n" + compare.to_markdown(table)
     (out / "table.md").write_text(markdown + "\n")
