@@ -16,12 +16,14 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import interleaved  # noqa: E402
 
 import strrnn  # noqa: E402
 from cnn import models  # noqa: E402
@@ -39,24 +41,6 @@ def make_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
         optimizer.step()
 
     return step
-
-
-def interleaved_ratio(steps: dict, rounds: int, warmup: int) -> tuple[dict[str, list[float]], list[float]]:
-    """Run ``rounds`` rounds of one step per contender (order alternating); return the times and the
-    per-round ratios of the second contender to the first."""
-    names = list(steps)
-    for _ in range(warmup):
-        for name in names:
-            steps[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(rounds):
-        order = names if index % 2 == 0 else names[::-1]
-        for name in order:
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
-    ratios = [b / a for a, b in zip(times[names[0]], times[names[1]], strict=True)]
-    return times, ratios
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,7 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     sparse.load_state_dict(dense.state_dict())
     strrnn.sparsify(sparse, s_init=args.s_init)
     steps = {"dense": make_step(dense, images, labels), "str": make_step(sparse, images, labels)}
-    times, ratios = interleaved_ratio(steps, args.rounds, args.warmup)
+    times = interleaved(steps, rounds=args.rounds, warmup=args.warmup)
+    first, second = list(steps)
+    ratios = [b / a for a, b in zip(times[first], times[second], strict=True)]
 
     figures = {
         "model": args.model,

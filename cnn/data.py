@@ -39,11 +39,12 @@ def imagenet(
     image_size: int = 224,
     **options,
 ) -> ImageNetDataModule:
-    """ImageNet data module (``seed`` is accepted for the registry's protocol; Lightning seeds loaders)."""
+    """ImageNet data module; ``seed`` fixes the per-epoch training shuffle."""
     return ImageNetDataModule(
         _root("imagenet", root),
         batch_size=batch_size,
         num_workers=num_workers,
+        seed=seed,
         image_size=image_size,
         **options,
     )
@@ -62,6 +63,7 @@ def imagefolder(
         _root("imagefolder", root),
         batch_size=batch_size,
         num_workers=num_workers,
+        seed=seed,
         image_size=image_size,
         **options,
     )

@@ -24,6 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from strrnn.data.base import EpochShuffleSampler
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -139,6 +141,7 @@ class ImageNetDataModule(pl.LightningDataModule):
         image_size: crop size ``S`` (224 for ImageNet).
         resize_size: validation short-side resize (default ``round(S · 256/224)``).
         pin_memory: pin host memory (default: when CUDA is available).
+        seed: the training shuffle depends on ``(seed, epoch)`` only, so resumed runs see the same batches.
 
     ``setup()`` validates the tree (:func:`check_imagefolder`) and sets ``classes``/``num_classes``.
     """
@@ -151,9 +154,11 @@ class ImageNetDataModule(pl.LightningDataModule):
         image_size: int = 224,
         resize_size: int | None = None,
         pin_memory: bool | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
+        self.seed = seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size, self.resize_size = image_size, resize_size
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -200,7 +205,7 @@ class ImageNetDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=shuffle,
