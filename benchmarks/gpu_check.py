@@ -97,6 +97,25 @@ def peak_memory(device, build_and_step) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
+def measure_dense_vs_str(build, total_steps: int, block: int, warmup: int, device):
+    """Peak memory of three steps of each mode, then interleaved step times: ``(per_step, memory)``.
+
+    ``build(mode) -> step`` makes a fresh model and optimizer for ``mode`` in ``("dense", "str")``.
+    """
+    memory = {}
+    for mode in ("dense", "str"):
+
+        def run_three(mode=mode):
+            step = build(mode)
+            for _ in range(3):
+                step()
+            synchronize(device)
+
+        memory[mode] = peak_memory(device, run_three)
+    steps = {"dense": build("dense"), "str": build("str")}
+    return time_pair(steps, total_steps, block=block, warmup=warmup, device=device), memory
+
+
 def summarize(label: str, unit: str, batch: int, per_step: dict[str, list[float]], memory: dict) -> dict:
     ratios = [s / d for d, s in zip(per_step["dense"], per_step["str"], strict=True)]
     result = {"ratio_str_over_dense": statistics.median(ratios)}
@@ -135,20 +154,7 @@ def check_resnet50(args, device) -> dict:
         optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.875)
         return training_step(model, optimizer, images, labels, device, bf16)
 
-    memory = {}
-    for mode in ("dense", "str"):
-
-        def run_three(mode=mode):
-            step = build(mode)
-            for _ in range(3):
-                step()
-            synchronize(device)
-
-        memory[mode] = peak_memory(device, run_three)
-    steps = {"dense": build("dense"), "str": build("str")}
-    per_step = time_pair(
-        steps, args.steps, block=max(1, min(10, args.steps)), warmup=args.warmup, device=device
-    )
+    per_step, memory = measure_dense_vs_str(build, args.steps, max(1, min(10, args.steps)), args.warmup, device)
     precision = "bf16 autocast" if bf16 else "fp32"
     print(f"ResNet-50, batch {args.batch_size}, {size}x{size}, {precision}, {args.steps} steps each:")
     return summarize("resnet50", "images", args.batch_size, per_step, memory)
@@ -170,19 +176,8 @@ def check_keyword_spotter(args, device) -> dict:
         optimizer = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
         return training_step(model, optimizer, inputs, labels, device, bf16=False)
 
-    memory = {}
-    for mode in ("dense", "str"):
-
-        def run_three(mode=mode):
-            step = build(mode)
-            for _ in range(3):
-                step()
-            synchronize(device)
-
-        memory[mode] = peak_memory(device, run_three)
-    steps = {"dense": build("dense"), "str": build("str")}
-    per_step = time_pair(
-        steps, args.rnn_steps, block=max(1, min(20, args.rnn_steps)), warmup=args.warmup, device=device
+    per_step, memory = measure_dense_vs_str(
+        build, args.rnn_steps, max(1, min(20, args.rnn_steps)), args.warmup, device
     )
     print(
         f"FastGRNN keyword spotter (hidden 100, {frames}x{features}, batch {batch}, fp32), "
