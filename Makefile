@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install espeak lint clean-demo
+.PHONY: demo test install espeak lint clean-demo bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,10 @@ test: $(STAMP) espeak
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Every benchmark (benchmarks/suite.py): --quick is a smoke run under 10 minutes; the full suite resumes.
+bench-quick: $(STAMP)
+	$(PY) benchmarks/suite.py --quick
+
+bench: $(STAMP)
+	$(PY) benchmarks/suite.py

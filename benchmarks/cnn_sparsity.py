@@ -1,6 +1,6 @@
 """Unstructured STR vs GMP vs uniform magnitude pruning on real images (scikit-learn digits), through the CLI.
 
-    python benchmarks/cnn_sparsity.py [--seeds 0 1 2] [--strengths 4e-2 5e-2 8e-2] [--epochs 15] [--jobs 2]
+    python benchmarks/cnn_sparsity.py [--seeds 0 1 2] [--strengths 4e-2 5e-2 8e-2] [--epochs 15] [--jobs 2] [--quick]
 
 For every seed: a dense run; STR (``--mode unstructured``) at each strength; then, at the overall sparsity each
 STR run reached, GMP with a uniform budget, GMP with STR's learned per-layer budget (``--budget-from``), and
@@ -12,40 +12,36 @@ per-layer budget beside the uniform one. Writes ``<out>/table.md`` and ``<out>/b
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from runner import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train(run_dir: Path, args: list[str]) -> dict:
-    """One ``python -m strrnn.train`` process (reused when its summary exists); returns its summary."""
-    if not (run_dir / "summary.json").is_file():
-        command = [sys.executable, "-m", "strrnn.train", *args, "--out", str(run_dir), "--overwrite",
-                   "--no-progress-bar"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
-    return json.loads((run_dir / "summary.json").read_text())
+def train(run_dir: Path, flags: list[str]) -> dict:
+    """One training process (reused when finished with the same flags, resumed when interrupted)."""
+    return train_run(run_dir, flags, run_dir.parent / "logs" / f"{run_dir.name}.log")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cnn_sparsity"))
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: benchmarks/results/cnn_sparsity; --quick: "
+                             "benchmarks/results/quick/cnn_sparsity)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strengths", type=float, nargs="+", default=[4e-2, 5e-2, 8e-2])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, one strength (8e-2), 5 epochs")
     args = parser.parse_args()
-    out = Path(args.out)
+    if args.quick:
+        args.seeds, args.strengths, args.epochs = [0], [8e-2], 5
+    results = REPO / "benchmarks" / "results"
+    out = Path(args.out or (results / "quick" / "cnn_sparsity" if args.quick else results / "cnn_sparsity"))
     out.mkdir(parents=True, exist_ok=True)
     base = ["--dataset", "digits", "--model", "small_cnn", "--epochs", str(args.epochs), "--batch-size", "128",
             "--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4"]

@@ -19,36 +19,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
+import statistics
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from runner import StaleRunError, stale_settings, train_run  # noqa: E402
+
 from strrnn import compare  # noqa: E402
-
-
-def train(run_dir: Path, args: list[str], log: Path) -> Path:
-    """Run one training process (skipped when its summary exists); return its folder."""
-    if (run_dir / "summary.json").is_file():
-        return run_dir
-    resume = ["--resume"] if (run_dir / "last.ckpt").is_file() else ["--overwrite"]
-    command = [sys.executable, "-m", "strrnn.train", *args, "--out", str(run_dir), "--no-progress-bar", *resume]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("w") as handle:
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"run failed ({result.returncode}): {' '.join(command)}; see {log}")
-    return run_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "fsdd"))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "rank_vs_accuracy"))
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: benchmarks/results/rank_vs_accuracy_<epochs>ep; "
+                             "--quick: benchmarks/results/quick/rank_vs_accuracy)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strengths", type=float, nargs="+", default=[3e-2, 1e-1, 3e-1],
@@ -58,119 +47,184 @@ def main() -> None:
     parser.add_argument("--threshold-lr", type=float, default=None, help="passed to every STR run")
     parser.add_argument("--no-lstm", action="store_true")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the fixed-rank runs at STR's ranks")
-    parser.add_argument("--quick", action="store_true", help="5 epochs, one seed, one strength, free factors")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run of the whole pipeline: 5 epochs, one seed, one strength, free factors")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate every finished run folder already in --out")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds, args.strengths, args.factors = 5, [0], [1e-1], ["free"]
-    out = Path(args.out)
+    results = REPO / "benchmarks" / "results"
+    out = Path(args.out or (results / "quick" / "rank_vs_accuracy" if args.quick
+                            else results / f"rank_vs_accuracy_{args.epochs}ep"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     base = ["--dataset", "fsdd", "--data-dir", args.data_dir, "--epochs", str(args.epochs), "--hidden-size", "100",
             "--batch-size", "100", "--weight-decay", "1e-3"]
 
-    def job(name: str, extra: list[str]):
-        return lambda: train(out / name, base + extra, out / "logs" / f"{name}.log")
-
-    first = []
+    tlr = ["--threshold-lr", str(args.threshold_lr)] if args.threshold_lr else []
+    first: list[tuple[str, list[str]]] = []  # (run name, flags); the slowest first so that both cores stay busy
     for seed in args.seeds:
         s = ["--seed", str(seed)]
-        first.append(job(f"dense-s{seed}", ["--mode", "dense", *s]))
-        tlr = ["--threshold-lr", str(args.threshold_lr)] if args.threshold_lr else []
+        if not args.no_lstm:
+            first.append((f"lstm-str-{args.strengths[-1]:g}-s{seed}",
+                          ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", str(args.strengths[-1]),
+                           *tlr, *s]))
+            first.append((f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
         for factors in args.factors:
             for strength in args.strengths:
-                first.append(job(f"str-{factors}-{strength:g}-s{seed}",
-                                 ["--mode", "lowrank", "--factors", factors, "--threshold-decay", str(strength),
-                                  *tlr, *s]))
-        if not args.no_lstm:
-            first.append(job(f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
-            first.append(job(f"lstm-str-{args.strengths[-1]:g}-s{seed}",
-                             ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", str(args.strengths[-1]), *s]))
+                first.append((f"str-{factors}-{strength:g}-s{seed}",
+                              ["--mode", "lowrank", "--factors", factors, "--threshold-decay", str(strength),
+                               *tlr, *s]))
+        first.append((f"dense-s{seed}", ["--mode", "dense", *s]))
     if args.report_only:
-        runs = sorted(p.parent for p in out.glob("*/summary.json"))
-        write_report(out, runs)
+        write_report(out, sorted(p.parent for p in out.glob("*/summary.json")))
         return
-    with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda f: f(), first))
-        str_runs = [r for r in runs if r.name.startswith("str-")]
-        vanilla = [job(f"vanilla-{r.name.removeprefix('str-')}", ["--mode", "fixed-rank", "--budget-from", str(r),
-                                                                  "--seed", r.name.rsplit("-s", 1)[1]])
-                   for r in str_runs]
-        if not args.no_vanilla:
-            runs += list(pool.map(lambda f: f(), vanilla))
 
+    stale = [f"{out / name}: {'; '.join(differ)}" for name, extra in first if (out / name / "summary.json").is_file()
+             and (differ := stale_settings(out / name, base + extra))]
+    if stale:
+        raise SystemExit("finished runs in --out were made with other settings; delete them or pass another --out:\n"
+                         + "\n".join(stale))
+
+    def submit(pool, name, extra):
+        def run():
+            train_run(out / name, base + extra, out / "logs" / f"{name}.log")
+            return out / name
+        return pool.submit(run)
+
+    runs, failures = [], []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        pending = {submit(pool, name, extra): (name, extra) for name, extra in first}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                name, extra = pending.pop(future)
+                try:
+                    runs.append(future.result())
+                except StaleRunError:
+                    pool.shutdown(cancel_futures=True)
+                    raise
+                except RuntimeError as err:
+                    failures.append(str(err))
+                    print(f"FAILED {name}: {err}", file=sys.stderr, flush=True)
+                    continue
+                print(f"done {name}", flush=True)
+                if not args.no_vanilla and (twin := vanilla_twin(out / name, extra)):
+                    discard_if_stale(out / twin[0], out / name)
+                    pending[submit(pool, *twin)] = twin
     write_report(out, runs)
+    if failures:
+        raise SystemExit(f"{len(failures)} run(s) failed; the table holds the others:\n" + "\n".join(failures))
+
+
+def discard_if_stale(twin: Path, str_run: Path) -> None:
+    """A finished fixed-rank twin is reused only if it trained at the ranks its STR run (re)learned."""
+    summary = twin / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text())["ranks"] != load_summary(str_run)["ranks"]:
+        print(f"{twin.name}: trained at other ranks than {str_run.name} now has; retraining it", flush=True)
+        summary.unlink()
+        (twin / "last.ckpt").unlink(missing_ok=True)
+
+
+def load_summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def vanilla_twin(run: Path, flags: list[str]) -> tuple[str, list[str]] | None:
+    """Fixed-rank training from scratch at exactly the ranks the STR run ``run`` ended with: same cell, factors
+    and seed (``str-free-0.1-s0`` → ``vanilla-free-0.1-s0``, ``lstm-str-0.1-s0`` → ``lstm-vanilla-0.1-s0``)."""
+    if "-str-" not in f"-{run.name}":
+        return None
+    keep = [flag for i, flag in enumerate(flags)
+            if flag in ("--cell", "--factors", "--seed") or (i and flags[i - 1] in ("--cell", "--factors", "--seed"))]
+    return run.name.replace("str-", "vanilla-", 1), ["--mode", "fixed-rank", "--budget-from", str(run), *keep]
 
 
 def write_report(out: Path, runs: list[Path]) -> None:
     """table.md (paired STR vs fixed-rank, then every group), table.csv, claims.json and the plot."""
     table = compare.compare(runs)
-    markdown = paired_table(runs) + "\n\nEvery group (rows grouped by learned ranks):\n\n" + compare.to_markdown(table)
+    groups = paired_groups(runs)
+    every_group = compare.to_markdown(table)
+    markdown = paired_table(groups) + "\n\nEvery group (rows grouped by learned ranks):\n\n" + every_group
     (out / "table.md").write_text(markdown + "\n")
     table.to_csv(out / "table.csv", index=False)
     compare.plot(table[table["cell"] == "fastgrnn"], out / "accuracy_vs_params.png")
     print(markdown)
-    result = claims(table)
+    result = claims(groups)
     (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
-def paired_table(run_dirs) -> str:
-    """STR per strength (3 seeds) beside fixed-rank training from scratch at each seed's learned ranks."""
-    import statistics
+def paired_groups(run_dirs) -> list[dict]:
+    """Runs grouped by (cell, kind, factors, strength) over seeds; each STR group carries its fixed-rank twins.
 
-    def load(run):
-        return json.loads((Path(run) / "summary.json").read_text())
+    Returns dicts with ``cell``, ``kind`` ("dense" or "str"), ``factors``, ``strength``, ``runs`` (summaries,
+    by seed) and, for STR groups, ``vanilla`` (the summaries of the twins that finished).
+    """
+    summaries = {Path(r).name: load_summary(Path(r)) for r in run_dirs}
+    groups: dict[tuple, dict] = {}
+    for name, s in sorted(summaries.items()):
+        if s["mode"] == "dense":
+            key = (s["cell"], "dense", "", 0.0)
+        elif s["mode"] == "lowrank":
+            key = (s["cell"], "str", s["factors"], s["threshold_decay"])
+        else:
+            continue
+        group = groups.setdefault(key, dict(zip(("cell", "kind", "factors", "strength"), key), runs=[], vanilla=[]))
+        group["runs"].append(s)
+        if (twin := name.replace("str-", "vanilla-", 1)) in summaries and s["mode"] == "lowrank":
+            group["vanilla"].append(summaries[twin])
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0] != "fastgrnn", k))]
 
-    def stats(values):
-        values = [100 * v for v in values]
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
-    by_name = {Path(r).name: r for r in run_dirs}
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [100 * v for v in values]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def paired_table(groups: list[dict]) -> str:
+    """STR per (cell, factors, strength) over seeds beside fixed-rank training from scratch at each seed's ranks."""
+    def stats(summaries):
+        return "{:.2f} ± {:.2f}".format(*_mean_std([s["test_acc"] for s in summaries]))
+
     lines = ["| model | strength | ranks (W,U) per seed | W,U params (mean % of dense) | STR test acc % | "
              "fixed-rank at STR's ranks, from scratch % | seeds |", "|---|---|---|---|---|---|---|"]
-    dense = [load(r) for n, r in by_name.items() if n.startswith("dense-")]
-    if dense:
-        lines.append(f"| full rank (dense) | | (32,100) | 13,200 (100%) | {stats([d['test_acc'] for d in dense])} "
-                     f"| | {len(dense)} |")
-    groups: dict[str, list[str]] = {}
-    for name in by_name:
-        if name.startswith("str-"):
-            groups.setdefault(name.rsplit("-s", 1)[0], []).append(name)
-    for key in sorted(groups, key=lambda k: (k.split("-")[1], float(k.split("-")[2]))):
-        strs = [load(by_name[n]) for n in sorted(groups[key])]
-        vans = [load(by_name[v]) for n in sorted(groups[key])
-                if (v := "vanilla-" + n.removeprefix("str-")) in by_name]
+    for g in groups:
+        runs = g["runs"]
+        if g["kind"] == "dense":
+            lines.append(f"| {g['cell']} full rank | | | {runs[0]['params_dense']:,} model params | {stats(runs)} | | "
+                         f"{len(runs)} |")
+            continue
         ranks = " ".join("({},{})".format(*[s["ranks"][k] for k in sorted(s["ranks"], key=lambda k: k[-1] != "W")])
-                         for s in strs)
-        pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in strs)
-        params = statistics.mean(s["params_str"] for s in strs)
-        _, factors, strength = key.split("-")
-        lines.append(f"| STR {factors} | {strength} | {ranks} | {params:,.0f} ({pct:.0f}%) | "
-                     f"{stats([s['test_acc'] for s in strs])} | {stats([v['test_acc'] for v in vans]) if vans else ''}"
-                     f" | {len(strs)} |")
+                         for s in runs)
+        pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in runs)
+        params = statistics.mean(s["params_str"] for s in runs)
+        vanilla = f"{stats(g['vanilla'])} ({len(g['vanilla'])} seeds)" if g["vanilla"] else ""
+        lines.append(f"| {g['cell']} STR {g['factors']} | {g['strength']:g} | {ranks} | {params:,.0f} ({pct:.0f}%) "
+                     f"| {stats(runs)} | {vanilla} | {len(runs)} |")
     return "\n".join(lines)
 
 
-def claims(table) -> dict:
-    """The paper's two claims, checked on this table (accuracies in percent)."""
-    fast = table[table["cell"] == "fastgrnn"]
-    dense = fast[fast["mode"] == "dense"]
-    full = 100 * float(dense["test_acc_mean"].iloc[0]) if len(dense) else float("nan")
-    result = {"full_rank_acc": full, "str_vs_vanilla": [], "within_0.5_of_full_at_half_params": []}
-    for _, row in fast[fast["mode"] == "lowrank"].iterrows():
-        match = fast[(fast["mode"] == "fixed-rank") & (fast["ranks"] == row["ranks"])]
-        if len(match):
-            result["str_vs_vanilla"].append({
-                "ranks": row["ranks"], "factors": row["factors"], "str": 100 * row["test_acc_mean"],
-                "vanilla": 100 * float(match["test_acc_mean"].iloc[0]),
-                "holds": bool(row["test_acc_mean"] >= match["test_acc_mean"].iloc[0]),
-            })
-        if row["params_str_pct"] <= 50:
-            result["within_0.5_of_full_at_half_params"].append({
-                "ranks": row["ranks"], "params_pct": row["params_str_pct"], "str": 100 * row["test_acc_mean"],
-                "holds": bool(100 * row["test_acc_mean"] >= full - 0.5),
-            })
+def claims(groups: list[dict]) -> dict:
+    """The paper's two claims (§4.2), checked per STR group against its own cell's full rank (percent).
+
+    1. STR is at least as accurate as fixed-rank training at the same ranks (mean over paired seeds);
+    2. STR is within 0.5 points of full rank wherever it keeps at most 50% of the W, U parameters.
+    """
+    full = {g["cell"]: _mean_std([s["test_acc"] for s in g["runs"]])[0] for g in groups if g["kind"] == "dense"}
+    result = {"full_rank_acc": full, "str_vs_fixed_rank": [], "within_0.5_of_full_at_half_params": []}
+    for g in (g for g in groups if g["kind"] == "str"):
+        where = {"cell": g["cell"], "factors": g["factors"], "strength": g["strength"], "seeds": len(g["runs"])}
+        str_acc = _mean_std([s["test_acc"] for s in g["runs"]])[0]
+        if g["vanilla"]:
+            vanilla = _mean_std([s["test_acc"] for s in g["vanilla"]])[0]
+            result["str_vs_fixed_rank"].append({**where, "str": round(str_acc, 2), "fixed_rank": round(vanilla, 2),
+                                                "holds": str_acc >= vanilla})
+        pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in g["runs"])
+        if pct <= 50 and g["cell"] in full:
+            result["within_0.5_of_full_at_half_params"].append(
+                {**where, "params_pct": round(pct, 1), "str": round(str_acc, 2), "full": round(full[g["cell"]], 2),
+                 "holds": str_acc >= full[g["cell"]] - 0.5})
     return result
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 
 from . import data as sdata
@@ -102,7 +103,13 @@ def dense_twin(config: dict, datamodule) -> nn.Module:
     return build_model(config, datamodule)
 
 
-def _budget_ranks(run_dir: str | os.PathLike) -> dict[str, int]:
+# what must agree between an STR run and a fixed-rank run trained at its ranks: the same tensor names can mean
+# different shapes (an LSTM's W is 4H x in, a FastGRNN's H x in), so a mismatch would train the wrong budget
+_ARCHITECTURE_KEYS = ("model", "cell", "hidden_size", "num_layers", "features")
+
+
+def _budget_ranks(run_dir: str | os.PathLike, config: dict | None = None) -> dict[str, int]:
+    """The ranks an STR run folder learned, ``{"rnn.cells.0.W": r_W, ...}``, checked against ``config``'s model."""
     path = Path(run_dir)
     summary = path / "summary.json"
     if not summary.is_file():
@@ -110,6 +117,14 @@ def _budget_ranks(run_dir: str | os.PathLike) -> dict[str, int]:
     ranks = json.loads(summary.read_text()).get("ranks") or {}
     if not ranks:
         raise ValueError(f"--budget-from {path}: that run learned no ranks (was it --mode lowrank?)")
+    source_config = path / "config.yaml"
+    if config is not None and source_config.is_file():
+        source = yaml.safe_load(source_config.read_text()) or {}
+        differ = [f"--{k.replace('_', '-')} {config.get(k)} here, {source[k]} there"
+                  for k in _ARCHITECTURE_KEYS if k in source and source[k] != config.get(k)]
+        if differ:
+            raise ValueError(f"--budget-from {path}: that run trained a different model ({'; '.join(differ)}); "
+                             "pass the same model flags as the STR run")
     return {k: int(v) for k, v in ranks.items()}
 
 
@@ -122,7 +137,7 @@ def apply_mode(model: nn.Module, config: dict) -> nn.Module:
                     min_rank=config["min_rank"])
     elif mode == "fixed-rank":
         if config.get("budget_from"):
-            ranks = _budget_ranks(config["budget_from"])
+            ranks = _budget_ranks(config["budget_from"], config)
             for key, rank in ranks.items():
                 path, _, name = key.rpartition(".")
                 try:

@@ -444,9 +444,17 @@ _BENIGN_WARNINGS = (
 )
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    # Lightning advertises a cloud logger on every run; it says nothing about this run
+    return "litlogger" not in str(record.msg)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m strrnn.train``; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if _not_an_advert not in lightning_log.filters:
+        lightning_log.addFilter(_not_an_advert)
     for pattern in _BENIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     argv = sys.argv[1:] if argv is None else argv

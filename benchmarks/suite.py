@@ -1,0 +1,74 @@
+"""Every benchmark in one command: speed ratios, rank vs accuracy (FSDD), CNN sparsity (digits).
+
+    python benchmarks/suite.py --quick     # smoke run of every benchmark, < 10 min on 2 cores
+    python benchmarks/suite.py             # the full suite (the figures in benchmarks/README.md)
+    python benchmarks/suite.py --only rank_vs_accuracy cnn_sparsity
+
+Each benchmark runs as its own process, one after another (the training suites run ``--jobs 2`` training
+processes side by side, one thread each); its output goes to ``<out>/logs/<name>.log`` and its wall time to
+``<out>/suite.md``. A failing benchmark is reported and the suite goes on; the exit status is 1 if any failed.
+The training suites resume: rerunning after an interruption reuses every finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# name -> (full arguments, quick arguments); quick runs write under results/quick, never over full results
+BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
+    "feature_speed": (["--clips", "3000"], ["--clips", "300"]),
+    "rnn_speed": ([], ["--quick"]),
+    "overhead": (["--rounds", "20"], ["--rounds", "3"]),
+    "cnn_overhead": (["--rounds", "20", "--threads", "1"], ["--rounds", "3", "--threads", "1"]),
+    "rank_vs_accuracy": (["--epochs", "300", "--seeds", "0", "1", "2", "--strengths", "1e-2", "3e-2", "1e-1",
+                          "--factors", "free", "orthogonal", "--jobs", "2"], ["--quick"]),
+    "cnn_sparsity": (["--jobs", "2"], ["--quick"]),
+}
+
+
+def run_benchmark(name: str, args: list[str], log: Path) -> tuple[int, float]:
+    """Run ``benchmarks/<name>.py args`` with its output in ``log``; return (exit status, wall seconds)."""
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        # the speed benchmarks import their helpers as siblings: run them from benchmarks/
+        status = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *args], cwd=HERE, stdout=handle,
+                                stderr=subprocess.STDOUT).returncode
+    return status, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run of every benchmark (< 10 min on 2 cores)")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
+                        help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    out = HERE / "results" / ("quick" if args.quick else "")
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    rows, failed, total = [], [], time.perf_counter()
+    for name in args.only:
+        flags = BENCHMARKS[name][1 if args.quick else 0]
+        log = out / "logs" / f"{name}.log"
+        print(f"{name} {' '.join(flags)} ...", end=" ", flush=True)
+        status, seconds = run_benchmark(name, flags, log)
+        print(f"{'ok' if status == 0 else f'FAILED (exit {status}, see {log})'} in {seconds:.0f} s", flush=True)
+        rows.append(f"| {name} | `{' '.join(flags)}` | {seconds:.0f} | {'ok' if status == 0 else 'failed'} |")
+        if status:
+            failed.append(name)
+    minutes = (time.perf_counter() - total) / 60
+    table = "\n".join(["| benchmark | arguments | wall s | status |", "|---|---|---|---|", *rows,
+                       f"| **total** | | **{minutes * 60:.0f}** ({minutes:.1f} min) | |"])
+    (out / "suite.md").write_text(f"`python benchmarks/suite.py{' --quick' if args.quick else ''}`, "
+                                  f"{time.strftime('%Y-%m-%d %H:%M')}\n\n{table}\n")
+    print(table)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

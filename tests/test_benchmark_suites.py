@@ -1,0 +1,113 @@
+"""The benchmark suites' bookkeeping: reuse only matching runs, pair STR with its fixed-rank twin, judge claims."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import rank_vs_accuracy  # noqa: E402
+import runner  # noqa: E402
+
+from strrnn import train  # noqa: E402
+
+FSDD = REPO.parent / "shared" / "data" / "fsdd"
+FLAGS = ["--dataset", "fsdd", "--epochs", "3", "--mode", "lowrank", "--threshold-decay", "0.1", "--seed", "1"]
+
+
+def finished_run(folder: Path, flags: list[str], **summary) -> Path:
+    """A run folder as strrnn.train leaves it (config.yaml + summary.json), without training."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({**train.parse_config(flags), "out": str(folder)}))
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    run = finished_run(tmp_path / "r", FLAGS, test_acc=0.5)
+    assert runner.stale_settings(run, FLAGS) == []
+    # operational flags and the data's location do not make a run stale
+    assert runner.stale_settings(run, [*FLAGS, "--data-dir", "/elsewhere", "--num-workers", "2"]) == []
+    assert runner.train_run(run, FLAGS, tmp_path / "r.log") == {"test_acc": 0.5}
+    assert not (tmp_path / "r.log").exists()  # reused: no process was started
+
+    longer = [*FLAGS[:3], "5", *FLAGS[4:]]
+    assert runner.stale_settings(run, longer) == ["epochs: 3 there, 5 asked"]
+    with pytest.raises(runner.StaleRunError, match="epochs: 3 there, 5 asked.*delete it or pass another --out"):
+        runner.train_run(run, longer, tmp_path / "r.log")
+
+
+def test_budget_from_paths_compare_resolved(tmp_path, monkeypatch):
+    source = tmp_path / "str-run"
+    flags = ["--mode", "fixed-rank", "--budget-from", str(source)]
+    run = finished_run(tmp_path / "v", flags)
+    monkeypatch.setattr(runner, "REPO", tmp_path)
+    assert runner.stale_settings(run, ["--mode", "fixed-rank", "--budget-from", "str-run"]) == []
+    assert runner.stale_settings(run, ["--mode", "fixed-rank", "--budget-from", "other"]) != []
+
+
+def test_each_str_run_gets_a_fixed_rank_twin_with_its_cell_factors_and_seed():
+    name, flags = rank_vs_accuracy.vanilla_twin(
+        Path("out/lstm-str-0.1-s2"), ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", "0.1",
+                                      "--factors", "orthogonal", "--seed", "2"])
+    assert name == "lstm-vanilla-0.1-s2"
+    assert flags == ["--mode", "fixed-rank", "--budget-from", "out/lstm-str-0.1-s2", "--cell", "lstm",
+                     "--factors", "orthogonal", "--seed", "2"]
+    assert rank_vs_accuracy.vanilla_twin(Path("out/dense-s0"), ["--mode", "dense"]) is None
+
+
+def test_claims_pair_seeds_and_compare_with_the_same_cells_full_rank(tmp_path):
+    def summary(mode, acc, cell="fastgrnn", strength=0.1, params=(3000, 13200)):
+        return {"mode": mode, "cell": cell, "factors": "free", "threshold_decay": strength, "test_acc": acc,
+                "ranks": {"rnn.cells.0.W": 5, "rnn.cells.0.U": 10}, "params_str": params[0],
+                "params_str_dense": params[1], "params_dense": 14412}
+
+    runs = []
+    for name, s in {"dense-s0": summary("dense", 0.95), "dense-s1": summary("dense", 0.93),
+                    "str-free-0.1-s0": summary("lowrank", 0.94), "str-free-0.1-s1": summary("lowrank", 0.92),
+                    "vanilla-free-0.1-s0": summary("fixed-rank", 0.90),
+                    "vanilla-free-0.1-s1": summary("fixed-rank", 0.92),
+                    "lstm-dense-s0": summary("dense", 0.99, cell="lstm"),
+                    "lstm-str-0.1-s0": summary("lowrank", 0.97, cell="lstm", params=(9000, 52800))}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(s))
+        runs.append(tmp_path / name)
+    groups = rank_vs_accuracy.paired_groups(runs)
+    result = rank_vs_accuracy.claims(groups)
+    assert result["full_rank_acc"] == pytest.approx({"fastgrnn": 94.0, "lstm": 99.0})
+    (fast,) = result["str_vs_fixed_rank"]
+    assert (fast["str"], fast["fixed_rank"], fast["holds"]) == (93.0, 91.0, True)
+    within = {row["cell"]: row for row in result["within_0.5_of_full_at_half_params"]}
+    assert within["fastgrnn"]["holds"] is False  # 93.0 against 94.0 - 0.5
+    assert within["lstm"]["holds"] is False and within["lstm"]["full"] == 99.0  # its own cell's full rank
+    table = rank_vs_accuracy.paired_table(groups)
+    row = "| fastgrnn STR free | 0.1 | (5,10) (5,10) | 3,000 (23%) | 93.00 ± 1.41 | 91.00 ± 1.41 (2 seeds) | 2 |"
+    assert row in table
+
+
+@pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")
+def test_rank_vs_accuracy_end_to_end_on_fsdd(tmp_path):
+    out = tmp_path / "suite"
+    command = [sys.executable, str(REPO / "benchmarks" / "rank_vs_accuracy.py"), "--epochs", "1", "--seeds", "0",
+               "--strengths", "0.1", "--factors", "free", "--no-lstm", "--jobs", "2", "--out", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert {p.parent.name for p in out.glob("*/summary.json")} == {"dense-s0", "str-free-0.1-s0", "vanilla-free-0.1-s0"}
+    str_run = json.loads((out / "str-free-0.1-s0" / "summary.json").read_text())
+    twin = json.loads((out / "vanilla-free-0.1-s0" / "summary.json").read_text())
+    assert twin["ranks"] == str_run["ranks"] and twin["mode"] == "fixed-rank"
+    assert "| fastgrnn STR free | 0.1 |" in (out / "table.md").read_text()
+    assert (out / "accuracy_vs_params.png").stat().st_size > 0
+    # asking for other settings in the same folder is refused, and nothing there is touched
+    before = (out / "dense-s0" / "summary.json").read_text()
+    second = subprocess.run([*command[:3], "2", *command[4:]], capture_output=True, text=True, cwd=REPO)
+    assert second.returncode != 0
+    assert "epochs: 1 there, 2 asked" in second.stderr
+    assert (out / "dense-s0" / "summary.json").read_text() == before
