@@ -14,7 +14,8 @@ Rows (ratio = numerator / denominator, lower is faster):
   ``state.clone()`` written into preallocated state tensors) / ``nn.GRU``;
 * FastGRNN + LowRankSTR (free factors, k = 32 / 100) / dense FastGRNN -- target <= 1.10;
 * FastGRNN + LowRankSTR (orthogonal factors) / dense FastGRNN -- reported;
-* strrnn LSTM + LowRankSTR (fused nn.LSTM kernel with the materialized weights) / ``nn.LSTM`` -- target <= 1.5;
+* strrnn LSTM + LowRankSTR (fused nn.LSTM kernel with the materialized weights) / ``nn.LSTM`` -- target <= 1.5,
+  at full rank and at the ranks STR learned on FSDD (18, 26);
 * inference of an exported rank-(12, 40) FastGRNN keyword spotter / the full-rank one, batch 1
   streaming (``model.step`` frame by frame) and batch 256 (whole sequence), with the multiply-add ratio.
 
@@ -105,12 +106,12 @@ class EdgeMLClassifier(nn.Module):
         return self.fc(self.rnn(x)[:, -1])
 
 
-def _spotter(cell="fastgrnn", lowrank=None, kernel=True):
+def _spotter(cell="fastgrnn", lowrank=None, kernel=True, max_rank=None):
     model = KeywordSpotter(n_features=I, n_classes=C, cell=cell, hidden_size=H)
     if not kernel:
         model.rnn.cells[0].use_kernel = False
     if lowrank:
-        strrnn.lowrank_rnn(model, factors=lowrank)
+        strrnn.lowrank_rnn(model, factors=lowrank, max_rank=max_rank)
     return model
 
 
@@ -125,6 +126,8 @@ def build_training_models():
         "fastgrnn_lr_free": _spotter(lowrank="free"),
         "fastgrnn_lr_orth": _spotter(lowrank="orthogonal"),
         "lstm_lr_free": _spotter("lstm", lowrank="free"),
+        # the ranks LSTM + STR learned on FSDD (benchmarks/results/rank_vs_accuracy_100ep)
+        "lstm_lr_learned": _spotter("lstm", lowrank="free", max_rank={"W": 18, "U": 26}),
     }
     x = torch.randn(B, T, I)
     y = torch.randint(0, C, (B,))
@@ -150,6 +153,7 @@ TRAIN_ROWS = [
     ("FastGRNN + LowRankSTR free (k=32/100) / dense FastGRNN", "fastgrnn_lr_free", "fastgrnn", 1.10),
     ("FastGRNN + LowRankSTR orthogonal / dense FastGRNN", "fastgrnn_lr_orth", "fastgrnn", None),
     ("LSTM + LowRankSTR free (strrnn) / nn.LSTM", "lstm_lr_free", "lstm", 1.5),
+    ("LSTM + LowRankSTR free at ranks (18, 26) / nn.LSTM", "lstm_lr_learned", "lstm", 1.5),
 ]
 
 

@@ -172,6 +172,25 @@ def test_fused_path_equals_cell_path_with_lengths_and_grads(kind):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-9, msg=n)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_low_rank_lstm_gru_run_fused_by_default_and_match_the_factored_loop(kind, monkeypatch):
+    # rank 2 of 6: the factors save multiply-adds, but the fused kernel is still the faster path
+    auto = RNN(kind, 5, 6).to(D64)
+    strrnn.lowrank_rnn(auto, max_rank=2, threshold=False)
+    loop = RNN(kind, 5, 6, fused=False).to(D64)
+    strrnn.lowrank_rnn(loop, max_rank=2, threshold=False)
+    loop.load_state_dict(auto.state_dict())
+    x = torch.randn(3, 7, 5, dtype=D64)
+    expected, _ = loop(x)
+
+    def no_loop(*args):
+        raise AssertionError("the default path must be the fused kernel")
+
+    monkeypatch.setattr(auto, "_forward_loop", no_loop)
+    out, _ = auto(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+
+
 # -------------------------------------------------------------------------------------------------
 # The hand-written backward
 # -------------------------------------------------------------------------------------------------
