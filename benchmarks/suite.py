@@ -27,8 +27,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "rnn_speed": ([], ["--quick"]),
     "overhead": (["--rounds", "20"], ["--rounds", "3"]),
     "cnn_overhead": (["--rounds", "20", "--threads", "1"], ["--rounds", "3", "--threads", "1"]),
-    "rank_vs_accuracy": (["--epochs", "300", "--seeds", "0", "1", "2", "--strengths", "1e-2", "3e-2", "1e-1",
-                          "--factors", "free", "orthogonal", "--jobs", "2"], ["--quick"]),
+    "rank_vs_accuracy": (["--epochs", "300", "--jobs", "2"], ["--quick"]),
     "cnn_sparsity": (["--jobs", "2"], ["--quick"]),
 }
 

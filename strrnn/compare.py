@@ -59,8 +59,11 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot(table: pd.DataFrame, path: str | Path) -> None:
-    """Accuracy vs parameters of the exported model, one marker per mode, error bars = std over seeds."""
+def plot(table: pd.DataFrame, path: str | Path, title: str | None = None) -> None:
+    """Accuracy vs parameters of the exported model, one marker per mode, error bars = std over seeds.
+
+    ``title`` defaults to the data sets in ``table``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,7 +75,7 @@ def plot(table: pd.DataFrame, path: str | Path) -> None:
                     fmt=MARKERS.get(mode, "x"), label=mode, capsize=3, linestyle="none")
     ax.set_xlabel("parameters of the exported model")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(", ".join(sorted(table["dataset"].astype(str).unique())))
+    ax.set_title(title or ", ".join(sorted(table["dataset"].astype(str).unique())))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

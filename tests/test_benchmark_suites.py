@@ -111,3 +111,20 @@ def test_rank_vs_accuracy_end_to_end_on_fsdd(tmp_path):
     assert second.returncode != 0
     assert "epochs: 1 there, 2 asked" in second.stderr
     assert (out / "dense-s0" / "summary.json").read_text() == before
+
+
+def test_suite_runs_each_benchmark_logs_it_and_reports_failures(tmp_path, monkeypatch):
+    import suite
+
+    (tmp_path / "fine.py").write_text("import sys; print('ratio 1.00', sys.argv[1:])")
+    (tmp_path / "broken.py").write_text("raise SystemExit('no data here')")
+    monkeypatch.setattr(suite, "HERE", tmp_path)
+    monkeypatch.setattr(suite, "BENCHMARKS", {"fine": (["--full"], ["--fast"]), "broken": ([], [])})
+    assert suite.main(["--quick"]) == 1  # one failed, and the suite still ran the other
+    out = tmp_path / "results" / "quick"
+    assert "ratio 1.00 ['--fast']" in (out / "logs" / "fine.log").read_text()
+    assert "no data here" in (out / "logs" / "broken.log").read_text()
+    table = (out / "suite.md").read_text()
+    assert "| fine | `--fast` |" in table and "| ok |" in table and "| broken | `` |" in table and "| failed |" in table
+    assert suite.main(["--only", "fine"]) == 0
+    assert "['--full']" in (tmp_path / "results" / "logs" / "fine.log").read_text()
