@@ -150,9 +150,11 @@ def write_report(out: Path, runs: list[Path]) -> None:
     markdown = paired_table(groups) + "\n\nEvery group (rows grouped by learned ranks):\n\n" + every_group
     (out / "table.md").write_text(markdown + "\n")
     table.to_csv(out / "table.csv", index=False)
-    epochs = ", ".join(sorted({str(load_summary(Path(r))["epochs"]) for r in runs}))
+    summaries = [load_summary(Path(r)) for r in runs]
+    epochs = ", ".join(sorted({str(s["epochs"]) for s in summaries}))
+    factors = " and ".join(sorted({s["factors"] for s in summaries if s["mode"] == "lowrank"}))
     compare.plot(table[table["cell"] == "fastgrnn"], out / "accuracy_vs_params.png",
-                 title=f"FSDD, FastGRNN hidden 100, {epochs} epochs (STR: free and orthogonal factors)")
+                 title=f"FSDD, FastGRNN hidden 100, {epochs} epochs (STR: {factors} factors)")
     print(markdown)
     result = claims(groups)
     (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")

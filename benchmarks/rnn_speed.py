@@ -33,6 +33,7 @@ import datetime
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -285,9 +286,15 @@ def main(argv=None):
     command = "python " + " ".join(["benchmarks/rnn_speed.py", *sys.argv[1:]])
     text = markdown(results, rounds, warmup, command)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        out = Path(args.out)
+        # hand-written notes (from a "## Notes" heading on) survive a rerun; the tables above them are rewritten
+        previous = out.read_text() if out.is_file() else ""
+        notes = previous[previous.index(NOTES):] if NOTES in previous else ""
+        out.write_text(text + "\n" + ("\n" + notes if notes else ""))
     return results
+
+
+NOTES = "## Notes"
 
 
 if __name__ == "__main__":

@@ -119,12 +119,14 @@ def test_suite_runs_each_benchmark_logs_it_and_reports_failures(tmp_path, monkey
     (tmp_path / "fine.py").write_text("import sys; print('ratio 1.00', sys.argv[1:])")
     (tmp_path / "broken.py").write_text("raise SystemExit('no data here')")
     monkeypatch.setattr(suite, "HERE", tmp_path)
-    monkeypatch.setattr(suite, "BENCHMARKS", {"fine": (["--full"], ["--fast"]), "broken": ([], [])})
+    monkeypatch.setattr(suite, "BENCHMARKS", {"fine": ("fine", ["--full"], ["--fast"]), "broken": ("broken", [], []),
+                                              "slow": ("missing", ["--x"], None)})
     assert suite.main(["--quick"]) == 1  # one failed, and the suite still ran the other
     out = tmp_path / "results" / "quick"
     assert "ratio 1.00 ['--fast']" in (out / "logs" / "fine.log").read_text()
     assert "no data here" in (out / "logs" / "broken.log").read_text()
     table = (out / "suite.md").read_text()
     assert "| fine | `--fast` |" in table and "| ok |" in table and "| broken | `` |" in table and "| failed |" in table
+    assert "slow" not in table  # not part of the quick suite
     assert suite.main(["--only", "fine"]) == 0
     assert "['--full']" in (tmp_path / "results" / "logs" / "fine.log").read_text()
