@@ -64,7 +64,7 @@ def main() -> None:
             "--batch-size", "100", "--weight-decay", "1e-3"]
 
     tlr = ["--threshold-lr", str(args.threshold_lr)] if args.threshold_lr else []
-    first: list[tuple[str, list[str]]] = []  # (run name, flags); the slowest first so that both cores stay busy
+    first: list[tuple[str, list[str]]] = []  # (run name, flags); per seed the LSTM runs, the slowest, go first
     for seed in args.seeds:
         s = ["--seed", str(seed)]
         if not args.no_lstm:

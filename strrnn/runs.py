@@ -120,8 +120,10 @@ def _budget_ranks(run_dir: str | os.PathLike, config: dict | None = None) -> dic
     source_config = path / "config.yaml"
     if config is not None and source_config.is_file():
         source = yaml.safe_load(source_config.read_text()) or {}
+        # an unset --model means the data set's default model: comparable only when both runs name one
         differ = [f"--{k.replace('_', '-')} {config.get(k)} here, {source[k]} there"
-                  for k in _ARCHITECTURE_KEYS if k in source and source[k] != config.get(k)]
+                  for k in _ARCHITECTURE_KEYS if k in source and source[k] != config.get(k)
+                  and not (k == "model" and None in (source[k], config.get(k)))]
         if differ:
             raise ValueError(f"--budget-from {path}: that run trained a different model ({'; '.join(differ)}); "
                              "pass the same model flags as the STR run")
