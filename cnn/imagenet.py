@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from strrnn.data.base import EpochShuffleSampler
+from strrnn.data.base import epoch_loader
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -202,15 +202,8 @@ class ImageNetDataModule(pl.LightningDataModule):
             )
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=shuffle,
-            persistent_workers=self.num_workers > 0,
-        )
+        return epoch_loader(dataset, self.batch_size, shuffle, self.seed, self.num_workers, self.pin_memory,
+                            drop_last=True)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -117,6 +117,22 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.size
 
 
+def epoch_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
+    """The data modules' loader: shuffled by :class:`EpochShuffleSampler` (order fixed by ``(seed, epoch)``) when
+    ``shuffle``; ``drop_last`` applies to shuffled (training) loaders only. Batches are the dataset's items stacked.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffleSampler(len(dataset), seed) if shuffle else None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last and shuffle,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class BaseDataModule(pl.LightningDataModule):
     """Common options and loaders. Subclasses implement :meth:`_build` which must set
     ``self.class_names``, ``self.input_shape``, ``self.num_features``, ``self._datasets`` (split ->
@@ -186,15 +202,8 @@ class BaseDataModule(pl.LightningDataModule):
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call .setup() before asking for a dataloader")
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(ds), self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=self.drop_last and shuffle,
-            persistent_workers=self.num_workers > 0,
-        )
+        return epoch_loader(ds, self.batch_size, shuffle, self.seed, self.num_workers, self.pin_memory,
+                            self.drop_last)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
