@@ -122,7 +122,7 @@ def main() -> None:
 def discard_if_stale(twin: Path, str_run: Path) -> None:
     """A finished fixed-rank twin is reused only if it trained at the ranks its STR run (re)learned."""
     summary = twin / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text())["ranks"] != load_summary(str_run)["ranks"]:
+    if summary.is_file() and load_summary(twin)["ranks"] != load_summary(str_run)["ranks"]:
         print(f"{twin.name}: trained at other ranks than {str_run.name} now has; retraining it", flush=True)
         summary.unlink()
         (twin / "last.ckpt").unlink(missing_ok=True)
