@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from .fileio import atomic_path, atomic_write_text, load_checkpoint_file
 from .lowrank import LowRankSTR, _originals
 from .report import iter_str_tensors, low_rank_params, report
 
@@ -42,24 +42,12 @@ __all__ = [
     "freeze_ranks_and_relax",
     "NonFiniteLossGuard",
     "NonFiniteLossError",
+    "ResumableMetrics",
     "EpochSeed",
     "AtomicCheckpointIO",
     "atomic_write_text",
     "str_group",
 ]
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def str_group(optimizer: torch.optim.Optimizer) -> dict | None:
@@ -96,17 +84,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        return load_checkpoint_file(path, map_location)
 
 
 class RankLogger(pl.Callback):
@@ -356,19 +338,72 @@ class FineTune(pl.Callback):
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss is NaN or infinite; the message names epoch and step."""
+    """Raised when the training loss, the validation loss or a parameter is NaN or infinite; the message names
+    epoch and step."""
 
 
 class NonFiniteLossGuard(pl.Callback):
-    """Stop before the backward pass of a non-finite loss, so no NaN reaches the weights or a checkpoint."""
+    """Stop a run that diverged, so no NaN/inf reaches a checkpoint or the exported model.
+
+    Checked: the training loss before every backward pass; every parameter after every optimizer step (a huge
+    learning rate can overflow the weights while the loss, squashed by the cell's nonlinearities, stays finite);
+    the validation loss at the end of every validation. Checkpoints are written after these checks, so the last
+    checkpoint on disk is always a finite one.
+    """
+
+    def _stop(self, trainer, what: str) -> None:
+        raise NonFiniteLossError(
+            f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}; training stopped, the last good "
+            "checkpoint is kept. Lower --lr or the decay, or check the input features."
+        )
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at epoch {trainer.current_epoch}, step "
-                f"{trainer.global_step}; training stopped, the last good checkpoint is kept. Lower --lr or the "
-                "decay, or check the input features."
-            )
+            self._stop(trainer, f"non-finite training loss ({loss.item()})")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        params = list(pl_module.named_parameters())
+        if torch.stack([torch.isfinite(p).all() for _, p in params]).all():  # one device sync per step
+            return
+        name = next(n for n, p in params if not torch.isfinite(p).all())
+        self._stop(trainer, f"non-finite values in parameter {name.removeprefix('model.')}")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            self._stop(trainer, f"non-finite validation loss ({float(loss)})")
+
+
+class ResumableMetrics(pl.Callback):
+    """Keep ``metrics.csv`` whole across ``--resume``.
+
+    Lightning's CSV logger deletes its ``metrics.csv`` when it starts, so a resumed run would lose every row
+    logged before the kill. This callback reads those rows before the logger starts (``rows``, taken when the
+    callback is built), puts back the ones of the epochs the checkpoint completed, and flushes the logger at the
+    start of every epoch so that a kill loses at most the epoch in progress, which the resumed run repeats.
+    """
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.rows: list[dict] = []
+        if path is not None and Path(path).is_file():
+            with Path(path).open(newline="") as handle:
+                self.rows = list(csv.DictReader(handle))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        logger = trainer.logger
+        if not self.rows or logger is None or not trainer.is_global_zero:
+            return
+        keep = [row for row in self.rows if row.get("epoch", "") != "" and int(float(row["epoch"])) <
+                trainer.current_epoch]
+        experiment = logger.experiment
+        experiment.metrics[:0] = [{k: v for k, v in row.items() if v != ""} for row in keep]
+        experiment.save()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.logger is not None and trainer.is_global_zero:
+            trainer.logger.save()
 
 
 class EpochSeed(pl.Callback):

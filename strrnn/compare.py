@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +21,24 @@ MARKERS = {"dense": "s", "lowrank": "o", "fixed-rank": "^", "unstructured": "D"}
 
 
 def compare(run_dirs) -> pd.DataFrame:
-    """The grouped table (one row per group) for the given run folders."""
+    """The grouped table (one row per group) for the given run folders.
+
+    Runs without a test accuracy (a run that broke before testing) are left out with a warning naming them.
+
+    Raises:
+        ValueError: no run folder given, or none of them has a test accuracy.
+    """
     runs = read_summaries(run_dirs)
+    if runs.empty:
+        raise ValueError("no run folders given")
+    accuracy = pd.to_numeric(runs["test_acc"], errors="coerce") if "test_acc" in runs else pd.Series(float("nan"),
+                                                                                                         runs.index)
+    broken = runs.loc[accuracy.isna(), "run"].tolist()
+    if broken:
+        warnings.warn(f"left out {len(broken)} run(s) without a test accuracy: {', '.join(broken)}", stacklevel=2)
+    runs = runs[accuracy.notna()].copy()
+    if runs.empty:
+        raise ValueError("none of the runs has a test accuracy (did every run fail?); nothing to compare")
     for column in GROUP:
         if column not in runs:
             runs[column] = None

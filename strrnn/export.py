@@ -106,6 +106,10 @@ def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1
 
     from .runs import build_datamodule, load_exported
 
+    onnx_path = Path(onnx_path)
+    if onnx_path.is_dir():
+        raise ValueError(f"--onnx {onnx_path} is a folder; give a file name, e.g. {onnx_path / 'model.onnx'}")
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
     model, payload = load_exported(run_dir)
     config = dict(payload["config"], normalization=payload.get("normalization"), synthetic=False)
     if data_dir:
@@ -114,7 +118,6 @@ def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1
     datamodule.setup("test")
     loader = iter(datamodule.test_dataloader())
     example = next(loader)[0]
-    onnx_path = Path(onnx_path)
     tmp = onnx_path.with_name(onnx_path.name + ".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice

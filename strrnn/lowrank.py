@@ -54,11 +54,19 @@ __all__ = [
 FACTOR_KINDS = ("free", "orthogonal")
 
 
+_LINALG_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _linalg_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in a dtype QR/SVD support: half precision (float16, bfloat16) is computed in float32."""
+    return x if x.dtype in _LINALG_DTYPES else x.float()
+
+
 def _orthonormal_columns(x: torch.Tensor) -> torch.Tensor:
     """Q factor of ``x`` (n, r), n >= r, with the sign convention diag(R) >= 0 (so Q(Q) = Q)."""
-    q, r = torch.linalg.qr(x)
-    signs = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(x.dtype)
-    return q * signs
+    q, r = torch.linalg.qr(_linalg_dtype(x))
+    signs = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q.dtype)
+    return (q * signs).to(x.dtype)
 
 
 class LowRankSTR(nn.Module):
@@ -77,6 +85,8 @@ class LowRankSTR(nn.Module):
 
     # index of the spectrum among the originals, used by :func:`strrnn.param_groups`
     spectrum_original_indices = (1,)
+    is_str = True  # an STR parametrization: it owns the tensor's threshold (see strrnn.threshold.attach)
+    multi_original = True  # right_inverse returns (A, m, B): cannot stack on another parametrization
 
     def __init__(
         self,
@@ -194,7 +204,7 @@ class LowRankSTR(nn.Module):
         if tuple(W.shape) != self.shape:
             raise ValueError(f"LowRankSTR was built for shape {self.shape}, got a weight of shape {tuple(W.shape)}")
         matrix = W.detach().reshape(self.matrix_shape)
-        U, S, Vh = torch.linalg.svd(matrix, full_matrices=False)
+        U, S, Vh = (t.to(W.dtype) for t in torch.linalg.svd(_linalg_dtype(matrix), full_matrices=False))
         r = self.max_rank
         U, S, Vh = U[:, :r], S[:r], Vh[:r]
         cuts = self.threshold is not None and self.min_rank < r

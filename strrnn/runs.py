@@ -17,6 +17,7 @@ from torch import nn
 
 from . import data as sdata
 from . import models as smodels
+from .fileio import atomic_path, load_checkpoint_file
 from .lowrank import LowRankSTR, _originals, lowrank, lowrank_rnn
 from .report import iter_str_tensors
 from .unstructured import sparsify
@@ -43,12 +44,15 @@ def dataset_names() -> list[str]:
 
 
 def default_data_dir(config: dict) -> Path | None:
-    """``--data-dir`` if given, else ``$STRRNN_DATA/<folder>`` or ``datasets/<folder>``."""
+    """``--data-dir`` if given, else the data set's own variable (``$STRRNN_FSDD``), else ``$STRRNN_DATA/<folder>``
+    or ``datasets/<folder>``."""
     if config.get("data_dir"):
         return Path(config["data_dir"])
     name = config["dataset"]
     if name in ("mnist5k", "digits"):
         return None  # shipped by packages
+    if name == "fsdd" and os.environ.get("STRRNN_FSDD"):
+        return Path(os.environ["STRRNN_FSDD"])
     if name in SPEECH_COMMANDS:
         if config.get("synthetic"):  # never mixed with real data; one folder per synthesis setting
             folder = f"synthetic_{name}_p{config.get('synthetic_per_word', 60)}"
@@ -230,9 +234,8 @@ def save_exported(path: Path, small: nn.Module, config: dict, ranks: dict[str, i
         "normalization": getattr(datamodule, "normalization", None),
         "state_dict": small.state_dict(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 class _Shape:
@@ -255,8 +258,8 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         path = path / "exported.pt"
     if not path.is_file():
         raise ValueError(f"{path} not found: is this a finished strrnn.train run folder?")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != EXPORT_FORMAT:
+    payload = load_checkpoint_file(path)
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{path}: unsupported exported format {payload.get('format')!r}")
     config = payload["config"]
     model = build_model(config, _Shape(payload))

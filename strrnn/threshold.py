@@ -161,18 +161,26 @@ def attach(module: nn.Module, name: str, parametrization_type: type[nn.Module], 
     :func:`strrnn.sparse`.
 
     Raises:
-        ValueError: ``module`` has no tensor ``name``, or it already carries a parametrization of this type.
+        ValueError: ``module`` has no tensor ``name``; it already carries an STR parametrization (low-rank and
+            unstructured STR do not stack: each owns the tensor's threshold); or the new parametrization has
+            several originals (``multi_original``) and the tensor is already parametrized, which
+            ``torch.nn.utils.parametrize`` cannot stack.
     """
     from torch.nn.utils import parametrize
 
     tensor = getattr(module, name, None)
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"{type(module).__name__} has no tensor named {name!r}")
-    if parametrize.is_parametrized(module, name) and any(
-        isinstance(p, parametrization_type) for p in module.parametrizations[name]
-    ):
-        raise ValueError(f"{type(module).__name__}.{name} already carries a {parametrization_type.__name__} "
-                         "parametrization")
+    if parametrize.is_parametrized(module, name):
+        existing = [type(p).__name__ for p in module.parametrizations[name]]
+        where = f"{type(module).__name__.removeprefix('Parametrized')}.{name}"
+        if any(getattr(p, "is_str", False) for p in module.parametrizations[name]):
+            raise ValueError(f"{where} already carries {', '.join(existing)}; one tensor takes one STR "
+                             "parametrization (remove it first with torch.nn.utils.parametrize."
+                             "remove_parametrizations, or parametrize another tensor)")
+        if getattr(parametrization_type, "multi_original", False):
+            raise ValueError(f"{where} already carries {', '.join(existing)}; {parametrization_type.__name__} "
+                             "replaces the tensor by several factors and must be its only parametrization")
     parametrization = parametrization_type(tensor.shape, **options).to(device=tensor.device, dtype=tensor.dtype)
     parametrize.register_parametrization(module, name, parametrization)
     return parametrization

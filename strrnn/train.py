@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from . import data as sdata
-from . import runs
+from . import run_folder, runs
 from .callbacks import (
     AtomicCheckpointIO,
     BudgetControl,
@@ -43,9 +43,11 @@ from .callbacks import (
     NonFiniteLossError,
     NonFiniteLossGuard,
     RankLogger,
+    ResumableMetrics,
     ThresholdDecayWarmup,
     atomic_write_text,
 )
+from .fileio import DiskFullError, load_checkpoint_file
 from .report import report
 from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig, ranks_frozen
 
@@ -158,20 +160,63 @@ def parse_config(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     config = vars(parser.parse_args([]))
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise UsageError(f"--config {path}: no such file")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise UsageError(f"--config {path}: expected a mapping of flag names to values")
-        unknown = sorted(k for k in loaded if k.replace("-", "_") not in config)
-        if unknown:
-            raise UsageError(f"--config {path}: unknown keys {unknown}; keys are the flag names, e.g. 'weight_decay'")
-        config.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        config.update(read_config_file(parser, Path(args.config)))
     config.update({k: v for k, v in vars(args).items() if k in explicit_flags(argv)})
     config["config"] = args.config
     validate(config)
     return config
+
+
+def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
+    """The flags of a YAML ``--config`` file, each value converted and checked by its flag's own type.
+
+    YAML 1.1 reads ``1e-2`` as a string and ``3e-3`` would not pass a float check: every value goes through
+    the same conversion as on the command line. Raises :class:`UsageError` naming the file and the key.
+    """
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise UsageError(f"--config {path}: not valid YAML{at}; write one 'flag_name: value' per line") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--config {path}: expected a mapping of flag names to values, e.g. 'weight_decay: 1e-3'")
+    actions = {a.dest: a for a in parser._actions}
+    config = {}
+    for key, value in loaded.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions or dest in ("help", "config"):
+            raise UsageError(f"--config {path}: unknown key {key!r}{_suggest(dest, actions)}; keys are the flag "
+                             "names, e.g. 'weight_decay'")
+        config[dest] = _config_value(actions[dest], value, f"--config {path}: {key}")
+    return config
+
+
+def _suggest(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _config_value(action: argparse.Action, value, where: str):
+    """``value`` from a config file, converted like the command line converts ``--flag value``."""
+    if value is None:
+        return None
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):  # switches
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if action.type is None or isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, (dict, bool)):
+        raise UsageError(f"{where}: expected a {action.type.__name__}, got {value!r}")
+    try:
+        return action.type(str(value))
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected a {action.type.__name__}, got {value!r}") from None
 
 
 def _choice(config: dict, key: str, choices) -> None:
@@ -219,11 +264,51 @@ def validate(config: dict) -> None:
     for key in ("epochs", "batch_size", "hidden_size", "num_layers"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {config[key]!r}")
-    for key in ("lr", "weight_decay"):
-        if not (isinstance(config[key], (int, float)) and math.isfinite(config[key]) and config[key] >= 0):
-            raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {config[key]!r}")
+    _number(config, ("lr", "weight_decay", "threshold_decay", "momentum", "label_smoothing"), low=0.0)
+    _number(config, ("threshold_lr",), low=0.0, strict=True)
+    _number(config, ("decay_warmup", "finetune"), low=0.0, high=1.0)
+    _number(config, ("budget_deadline",), low=0.0, high=1.0, strict=True)
+    _number(config, ("s_init",))
+    if config["limit_batches"] is not None and not (config["limit_batches"] > 0):
+        raise UsageError(f"--limit-batches must be > 0 (a fraction <= 1 or a number of batches), got "
+                         f"{config['limit_batches']!r}")
+    if config["hidden_size"] > MAX_HIDDEN:
+        raise UsageError(f"--hidden-size {config['hidden_size']} is too large (at most {MAX_HIDDEN:,}: a hidden-size "
+                         "H recurrent matrix has H*H weights)")
+    for key in ("min_rank", "warmup_epochs", "num_workers", "seed"):
+        if not isinstance(config[key], int) or config[key] < 0:
+            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 0, got {config[key]!r}")
+    devices = str(config["devices"])
+    if devices != "auto" and not (devices.lstrip("-").isdigit() and int(devices) in (-1,) or
+                                  devices.isdigit() and int(devices) >= 1 or "," in devices):
+        raise UsageError(f"--devices must be a positive number of devices, -1 or 'auto' (or a list like '0,1'), "
+                         f"got {config['devices']!r}")
+    _choice(config, "precision", PRECISIONS)
     if config["out"] is None:
         config["out"] = f"runs/{config['dataset']}-{mode}-seed{config['seed']}"
+    if not str(config["out"]).strip():
+        raise UsageError("--out is empty; give the run folder a name, e.g. --out runs/my-run")
+    if config["data_dir"]:  # stored absolute so that evaluate/export work from any folder
+        config["data_dir"] = str(Path(os.path.expanduser(str(config["data_dir"]))).resolve())
+
+
+MAX_HIDDEN = 65_536
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
+
+
+def _number(config: dict, keys, low: float | None = None, high: float | None = None, strict: bool = False) -> None:
+    """Each of ``keys`` (when set) must be a finite number, >= ``low`` (> with ``strict``) and <= ``high``."""
+    for key in keys:
+        value = config[key]
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, got {value!r}")
+        if low is not None and (value < low or (strict and value == low)):
+            raise UsageError(f"{flag} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+        if high is not None and value > high:
+            raise UsageError(f"{flag} must be <= {high:g}, got {value!r}")
 
 
 def _parse_pair(value, flag: str) -> list[int]:
@@ -240,19 +325,17 @@ def _parse_pair(value, flag: str) -> list[int]:
     return pair
 
 
-def prepare_run_folder(config: dict, explicit: set[str] = frozenset()) -> tuple[Path, Path | None]:
-    """Create (or check) ``--out``; return it and the checkpoint to resume from (or None).
-
-    An existing folder is refused unless ``--resume`` (continue from ``last.ckpt``) or ``--overwrite``.
+def open_run_folder(config: dict, explicit: set[str] = frozenset()) -> tuple[Path, Path | None]:
+    """Check ``--out`` and, for ``--resume``, adopt the stored configuration; return the folder and the
+    checkpoint to resume from (or None). Writes nothing: see :func:`strrnn.run_folder.check_out` for the rules.
     """
-    out = Path(config["out"])
-    if _is_ddp_child():
+    out = Path(os.path.expanduser(str(config["out"])))
+    if _is_ddp_child():  # the launching process checked and created the folder
         return out, (out / "last.ckpt" if config["resume"] and (out / "last.ckpt").exists() else None)
-    if out.exists() and any(out.iterdir()):
-        if config["overwrite"]:
-            shutil.rmtree(out)
-        elif not config["resume"]:
-            raise UsageError(f"run folder {out} exists; pass --resume to continue it or --overwrite to replace it")
+    try:
+        out = run_folder.check_out(out, resume=config["resume"], overwrite=config["overwrite"])
+    except run_folder.RunFolderError as err:
+        raise UsageError(str(err)) from None
     if config["resume"] and (out / "config.yaml").exists():
         stored = yaml.safe_load((out / "config.yaml").read_text())
         changed = sorted(k for k in stored if k not in OPERATIONAL and stored.get(k) != config.get(k)
@@ -262,10 +345,23 @@ def prepare_run_folder(config: dict, explicit: set[str] = frozenset()) -> tuple[
         for key, value in stored.items():
             if key not in OPERATIONAL:
                 config[key] = value
-    out.mkdir(parents=True, exist_ok=True)
+    if config["resume"]:
+        load_checkpoint_file(out / "last.ckpt")  # unreadable: say so now, before the logger resets metrics.csv
+    return out, (out / "last.ckpt" if config["resume"] else None)
+
+
+def create_run_folder(config: dict, out: Path) -> None:
+    """Create ``out`` (replacing the previous run there with ``--overwrite``) and write ``config.yaml``.
+
+    Called once the data and the model are built, so that no mistake in the other flags costs the old run.
+    """
+    if _is_ddp_child():
+        return
+    try:
+        run_folder.create(out, overwrite=config["overwrite"])
+    except run_folder.RunFolderError as err:
+        raise UsageError(str(err)) from None
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
-    last = out / "last.ckpt"
-    return out, (last if config["resume"] and last.exists() else None)
 
 
 def _is_ddp_child() -> bool:
@@ -279,6 +375,12 @@ def build_run(config: dict):
     """Data module, model with STR applied, and the Lightning task for ``config``."""
     datamodule = runs.build_datamodule(config)
     datamodule.setup("fit")
+    datamodule.setup("test")
+    for split in ("train", "val", "test"):
+        dataset = getattr(datamodule, f"{split}_set", None)
+        if dataset is not None and len(dataset) == 0:
+            raise UsageError(f"the {split} split of --dataset {config['dataset']} is empty "
+                             f"(data in {runs.default_data_dir(config)}); check the data folder and its split lists")
     model = runs.build_model(config, datamodule)
     runs.apply_mode(model, config)
     optim = OptimConfig(
@@ -344,10 +446,12 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
     ``explicit``: the keys given on the command line (a resumed run refuses changes to them).
     """
     started = time.time()
-    out, resume_from = prepare_run_folder(config, explicit)
+    out, resume_from = open_run_folder(config, explicit)
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     datamodule, model, task = build_run(config)
+    create_run_folder(config, out)
     callbacks = build_callbacks(config, out, model)
+    callbacks.append(ResumableMetrics(out / "logs" / "metrics.csv" if resume_from else None))
     task.selectable = selection_rule(config, task, callbacks)
     limit = config["limit_batches"]
     devices = config["devices"]
@@ -377,6 +481,11 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     atomic_write_text(out / "report.csv", table.to_csv(index=False))
     atomic_write_text(out / "report.md", table.to_markdown(index=False) if _has_tabulate() else table.to_string())
     small = runs.export_model(model)
+    broken = [name for name, tensor in small.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise NonFiniteLossError(f"the trained model holds non-finite values in {', '.join(broken[:4])}; nothing "
+                                 "was exported. Lower --lr or the decay and train again.")
     flops = runs.flops_profile(small, datamodule)
     if flops is not None:
         atomic_write_text(out / "flops.csv", flops.to_csv(index=False))
@@ -433,11 +542,14 @@ def print_summary(summary: dict) -> None:
     if summary.get("flops") is not None:
         print(f"FLOPs (nonzero weights): {summary['flops']:,} of {summary['flops_dense']:,} dense")
     print(f"model parameters stored after export: {summary['params_exported']:,} (dense: {summary['params_dense']:,})")
-    print(f"best validation accuracy: {summary['best_val_acc']:.4f}   test accuracy: {summary['test_acc']:.4f}")
+    best, test = summary.get("best_val_acc"), summary.get("test_acc")
+    print(f"best validation accuracy: {'n/a' if best is None else f'{best:.4f}'}   "
+          f"test accuracy: {'n/a' if test is None else f'{test:.4f}'}")
 
 
 _BENIGN_WARNINGS = (
     r"Checkpoint directory .* exists and is not empty",  # config.yaml and ranks.csv are written first
+    r"Experiment logs directory .* exists and is not empty",  # --resume: ResumableMetrics keeps the old rows
     r".*isinstance\(treespec, LeafSpec\)",                # Lightning vs torch version notice
     r"The number of training batches .* is smaller than the logging interval",
     r".*does not have many workers which may be a bottleneck",  # features are in memory; workers do not help
@@ -461,10 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_config(argv)
         summary = run(config, explicit_flags(argv))
-    except UsageError as err:
-        print(f"python -m strrnn.train: error: {err}", file=sys.stderr)
-        return 2
-    except (sdata.DataError, ValueError) as err:
+    except (UsageError, sdata.DataError, DiskFullError, ValueError) as err:
         print(f"python -m strrnn.train: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:

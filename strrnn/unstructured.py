@@ -36,6 +36,8 @@ class UnstructuredSTR(nn.Module):
         per_row: one threshold per output row/channel (``s`` of shape ``(out, 1, …)``).
     """
 
+    is_str = True  # an STR parametrization: it owns the tensor's threshold (see strrnn.threshold.attach)
+
     def __init__(
         self,
         shape: Iterable[int],

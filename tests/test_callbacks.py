@@ -21,6 +21,7 @@ from strrnn.callbacks import (
     RankLogger,
     ThresholdDecayWarmup,
 )
+from strrnn.fileio import CorruptCheckpointError
 from strrnn.task import ClassificationTask, OptimConfig
 
 
@@ -153,8 +154,9 @@ def test_checkpoints_load_with_weights_only_and_refuse_pickled_code(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
     with open(tmp_path / "evil.ckpt", "wb") as handle:
         pickle.dump({"state_dict": {}, "payload": _Evil()}, handle)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CorruptCheckpointError, match="evil.ckpt: it holds objects other than tensors") as info:
         io.load_checkpoint(tmp_path / "evil.ckpt")
+    assert "weights_only=False" not in str(info.value)  # never suggest the unsafe load
 
 
 def test_finetune_freezes_ranks_and_relaxes_the_str_decay(tmp_path):

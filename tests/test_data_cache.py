@@ -77,3 +77,80 @@ def test_failed_build_leaves_no_partial_entry(tmp_path, clips, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cached_features(clips, feature_config("logmel32"), cache, "t.train", root=tmp_path, progress=False)
     assert entries(cache) == []
+
+
+def test_simulated_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, clips, monkeypatch):
+    import errno
+
+    from strrnn.fileio import DiskFullError
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    cache = tmp_path / "cache"
+    with pytest.raises(DiskFullError, match="disk full while writing .*t.train-.*npy"):
+        cached_features(clips, feature_config("logmel32"), cache, "t.train", root=tmp_path, progress=False)
+    assert entries(cache) == []
+
+
+def _mount_tmpfs(path, size):
+    import subprocess
+
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+def test_real_full_disk_raises_instead_of_sigbus(tmp_path, clips):
+    """A cache folder on a 64 KiB tmpfs: 4 clips x 99 x 32 float32 = 50 KiB fits; 40 clips do not."""
+    import subprocess
+    import sys
+
+    mount = tmp_path / "small"
+    if not _mount_tmpfs(mount, "64k"):
+        pytest.skip("cannot mount a tmpfs here (needs root); the simulated ENOSPC test covers the logic")
+    try:
+        script = (
+            "import sys; from strrnn.data import cached_features, feature_config; from strrnn.data.audio import Item\n"
+            f"items = [Item({clips[0].path!r})] * 40\n"
+            "try:\n"
+            f"    cached_features(items, feature_config('logmel32'), {str(mount)!r}, 't.train', progress=False)\n"
+            "except OSError as err:\n"
+            "    print('ERROR', err); sys.exit(3)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert result.returncode == 3, (result.returncode, result.stderr[-2000:])  # not -SIGBUS (135)
+        assert "disk full while writing" in result.stdout
+        assert entries(mount) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_stale_temporary_of_a_dead_process_is_removed(tmp_path, clips):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = cache / f".t.train-abc.pid{dead.pid}.x1.npy.tmp"
+    live = cache / f".t.train-abc.pid{os.getpid()}.x2.npy.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"in progress")
+    cached_features(clips, feature_config("logmel32"), cache, "t.train", root=tmp_path, progress=False)
+    assert not stale.exists() and live.exists()
+
+
+def test_two_roots_of_one_dataset_keep_their_own_entries(tmp_path):
+    cfg, cache = feature_config("logmel32"), tmp_path / "cache"
+    roots = [tmp_path / "a", tmp_path / "b"]
+    lists = [[Item(str(write_wav(r / "w" / f"c{i}.wav", tone(300 + 100 * i + 50 * k)))) for i in range(2)]
+             for k, r in enumerate(roots)]
+    for root, items in zip(roots, lists):
+        cached_features(items, cfg, cache, "fsdd.train", root=root, progress=False)
+    for root, items in zip(roots, lists):  # both still cached: neither evicted the other
+        _, _, hit = cached_features(items, cfg, cache, "fsdd.train", root=root, progress=False)
+        assert hit
+    assert len(list(cache.glob("*.npy"))) == 2

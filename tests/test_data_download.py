@@ -3,6 +3,8 @@
 import hashlib
 import io
 import os
+import socket
+import stat
 import tarfile
 import threading
 import zipfile
@@ -13,7 +15,9 @@ import pytest
 from conftest_data import make_speech_tree
 
 import strrnn.data as data
-from strrnn.data import ChecksumError, UnsafeArchiveError, fetch, safe_extract
+from strrnn.data import ChecksumError, DataError, UnsafeArchiveError, fetch, safe_extract
+from strrnn.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, check_archive
+from strrnn.data.errors import ArchiveTooLargeError, CorruptArchiveError, DownloadError, UnsupportedPythonError
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
@@ -29,11 +33,19 @@ class RangeHandler(SimpleHTTPRequestHandler):
         if not os.path.isfile(path):
             self.send_error(404)
             return
-        blob = open(path, "rb").read()
+        with open(path, "rb") as f:
+            blob = f.read()
         rng = self.headers.get("Range")
         self.state.setdefault("ranges", []).append(rng)
         if rng and not self.state.get("ignore_range"):
             start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(blob):  # nothing left to send: 416, with the total unless told otherwise
+                self.send_response(416)
+                if not self.state.get("416_no_total"):
+                    self.send_header("Content-Range", f"bytes */{len(blob)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
             self.send_header("Content-Length", str(len(blob) - start))
@@ -50,6 +62,14 @@ class RangeHandler(SimpleHTTPRequestHandler):
             return
         self.wfile.write(blob)
 
+    def do_HEAD(self):
+        self.state["heads"] = self.state.get("heads", 0) + 1
+        if self.state.get("head_no_length"):  # a server that will not say how large the file is
+            self.send_response(200)
+            self.end_headers()
+            return
+        super().do_HEAD()
+
 
 @pytest.fixture
 def server(tmp_path):
@@ -57,7 +77,7 @@ def server(tmp_path):
     served.mkdir()
     RangeHandler.state = {}
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(served)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield served, f"http://127.0.0.1:{httpd.server_address[1]}", RangeHandler.state
     httpd.shutdown()
@@ -198,7 +218,265 @@ def test_download_speech_commands_end_to_end(server, tmp_path):
 
 def test_registry_records_official_urls():
     assert (
-        data.ARCHIVES["speech_commands_v0.01"].url == "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz"
+        data.ARCHIVES["speech_commands_v0.01"].url
+        == "https://download.tensorflow.org/data/speech_commands_v0.01.tar.gz"
     )
-    assert data.ARCHIVES["speech_commands_v0.02"].url.endswith("speech_commands_v0.02.tar.gz")
+    assert (
+        data.ARCHIVES["speech_commands_v0.02"].url
+        == "https://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+    )
     assert len(data.ARCHIVES["speech_commands_v0.01"].sha256) == 64
+
+
+def _leftovers(tmp_path, *keep):
+    """Everything in ``tmp_path`` except the named entries (temp folders, partial extractions...)."""
+    return sorted(p.name for p in tmp_path.iterdir() if p.name not in keep)
+
+
+# --- item 8: chained symlinks, members under links, and no extraction without tarfile's filter ---
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # the reported case: sub/b -> .. is the archive root, so sub/a -> b/.. is its parent
+        [_link("sub/b", ".."), _link("sub/a", "b/.."), _file("sub/a/x")],
+        # the same chain in the other order, and without a member written through it
+        [_link("sub/a", "b/.."), _link("sub/b", "..")],
+        # a member written under a link (whatever the link points at)
+        [_link("sub/a", "."), _file("sub/a/x")],
+        # a hard link whose target walks through a symlink
+        [_link("sub/b", ".."), _link("h", "sub/b/../x", tarfile.LNKTYPE)],
+        # a name used by a link and then by a regular file (written through the link)
+        [_file("x.txt"), _link("l", "x.txt"), _file("l", b"overwrite")],
+    ],
+    ids=["reported-chain", "reversed-chain", "member-under-link", "hardlink-through-symlink", "file-over-link"],
+)
+def test_chained_links_are_refused_by_the_pre_check(tmp_path, members):
+    arc = _tar(tmp_path / "a.tar.gz", [_file("fine.txt"), *members])
+    with pytest.raises(UnsafeArchiveError, match="link"):
+        check_archive(arc)  # refused by strrnn's own check, not only by Python's tar filter
+    with pytest.raises(UnsafeArchiveError, match="link"):
+        safe_extract(arc, tmp_path / "dest")
+    assert _leftovers(tmp_path, "a.tar.gz") == []  # nothing extracted, no temp folder
+
+
+def test_links_inside_the_archive_still_extract(tmp_path):
+    arc = _tar(
+        tmp_path / "a.tar.gz",
+        [
+            _file("d/x.txt", b"1"),
+            _file("y.txt", b"2"),
+            _link("d/l", "x.txt"),
+            _link("d/up", "../y.txt"),
+            _link("e", "d"),  # a link to a folder: fine while nothing is written through it
+            _link("d/chain", "l"),  # a link to a link (only as the last component)
+            _link("h", "d/x.txt", tarfile.LNKTYPE),
+        ],
+    )
+    dest = safe_extract(arc, tmp_path / "dest")
+    assert (dest / "d" / "up").read_bytes() == b"2" and (dest / "e" / "x.txt").read_bytes() == b"1"
+    assert (dest / "d" / "chain").read_bytes() == b"1" and (dest / "h").read_bytes() == b"1"
+
+
+def test_no_tar_extraction_without_pythons_filter(tmp_path, monkeypatch):
+    arc = _tar(tmp_path / "a.tar.gz", [_file("fine.txt")])
+    zarc = tmp_path / "a.zip"
+    with zipfile.ZipFile(zarc, "w") as z:
+        z.writestr("fine.txt", "x")
+    monkeypatch.delattr(tarfile, "data_filter")  # as on Python 3.10.0-3.10.11 / 3.11.0-3.11.3
+    with pytest.raises(UnsupportedPythonError, match=r"a\.tar\.gz.*lacks tarfile's extraction filters.*upgrade Python"):
+        safe_extract(arc, tmp_path / "dest")
+    assert _leftovers(tmp_path, "a.tar.gz", "a.zip") == []
+    assert (safe_extract(zarc, tmp_path / "zdest") / "fine.txt").read_text() == "x"  # zip needs no filter
+
+
+# --- item 9: a 416 reply is checked against the server's total size ---
+
+
+def test_416_with_an_oversized_part_downloads_again(server, tmp_path):
+    served, url, state = server
+    src, digest = blob_file(served)
+    n = len(src.read_bytes())
+    (tmp_path / "blob.bin.part").write_bytes(os.urandom(n + 500))  # corrupt and too long
+    out = fetch(f"{url}/blob.bin", tmp_path / "blob.bin", progress=False)  # no checksum, no size
+    assert out.read_bytes() == src.read_bytes()
+    assert state["ranges"] == [f"bytes={n + 500}-", None]  # refused range, then a fresh download
+    assert not (tmp_path / "blob.bin.part").exists()
+
+
+def test_416_with_a_complete_part_is_accepted(server, tmp_path):
+    served, url, state = server
+    src, _ = blob_file(served)
+    n = len(src.read_bytes())
+    (tmp_path / "blob.bin.part").write_bytes(src.read_bytes())
+    out = fetch(f"{url}/blob.bin", tmp_path / "blob.bin", progress=False)
+    assert out.read_bytes() == src.read_bytes() and state["ranges"] == [f"bytes={n}-"]
+
+
+def test_416_without_a_total_asks_head_then_downloads_again(server, tmp_path):
+    served, url, state = server
+    src, _ = blob_file(served)
+    n = len(src.read_bytes())
+    state["416_no_total"] = True
+    (tmp_path / "blob.bin.part").write_bytes(b"x" * (n + 7))
+    out = fetch(f"{url}/blob.bin", tmp_path / "blob.bin", progress=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert state["heads"] == 1 and state["ranges"] == [f"bytes={n + 7}-", None]
+
+
+def test_416_with_no_size_anywhere_is_an_error_saying_what_to_do(server, tmp_path):
+    served, url, state = server
+    src, digest = blob_file(served)
+    n = len(src.read_bytes())
+    state.update({"416_no_total": True, "head_no_length": True})
+    part = tmp_path / "blob.bin.part"
+    part.write_bytes(b"x" * (n + 7))
+    with pytest.raises(DownloadError, match=r"416.*cannot be checked; delete .*blob\.bin\.part and download again"):
+        fetch(f"{url}/blob.bin", tmp_path / "blob.bin", progress=False)
+    assert not (tmp_path / "blob.bin").exists()
+    # with a checksum the bytes can be judged: a wrong .part is deleted, and the next call succeeds
+    with pytest.raises(ChecksumError, match="deleted"):
+        fetch(f"{url}/blob.bin", tmp_path / "blob.bin", sha256=digest, progress=False)
+    assert not part.exists()
+    assert (
+        fetch(f"{url}/blob.bin", tmp_path / "blob.bin", sha256=digest, progress=False).read_bytes() == src.read_bytes()
+    )
+
+
+def test_oversized_part_with_known_size_is_discarded_without_asking(server, tmp_path):
+    served, url, state = server
+    src, digest = blob_file(served)
+    n = len(src.read_bytes())
+    (tmp_path / "blob.bin.part").write_bytes(b"x" * (n + 1))
+    out = fetch(f"{url}/blob.bin", tmp_path / "blob.bin", size=n, progress=False)
+    assert out.read_bytes() == src.read_bytes() and state["ranges"] == [None]
+
+
+# --- messages: 404, network down, truncated archives ---
+
+
+def test_404_names_the_url(server, tmp_path):
+    _, url, _ = server
+    with pytest.raises(DownloadError, match=rf"could not download {url}/missing\.tar\.gz: HTTP 404") as info:
+        data.download("google13", tmp_path / "ds", url=f"{url}/missing.tar.gz", sha256="0" * 64, progress=False)
+    assert isinstance(info.value, DataError) and "\n" not in str(info.value)
+    assert _leftovers(tmp_path, "www") == []  # no root, no empty downloads folder
+
+
+def test_network_down_names_the_host(tmp_path):
+    with socket.socket() as sock:  # a port on which nothing listens: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadError, match=rf"127\.0\.0\.1:{port}.*network") as info:
+        data.download(
+            "google13",
+            tmp_path / "ds",
+            url=f"http://127.0.0.1:{port}/sc.tar.gz",
+            sha256="0" * 64,
+            progress=False,
+            retries=1,
+        )
+    assert "(2 attempts)" in str(info.value) and "\n" not in str(info.value)
+    assert _leftovers(tmp_path) == []
+
+
+def _speech_archive(path, n=3):
+    return _tar(path, [_file(f"yes/f{i}_nohash_0.wav", os.urandom(20_000)) for i in range(n)])
+
+
+def test_truncated_archive_is_named(tmp_path):
+    arc = _speech_archive(tmp_path / "sc.tar.gz")
+    arc.write_bytes(arc.read_bytes()[: arc.stat().st_size // 2])
+    with pytest.raises(CorruptArchiveError, match=r"sc\.tar\.gz is corrupt or truncated .*download it again"):
+        safe_extract(arc, tmp_path / "dest")
+    assert _leftovers(tmp_path, "sc.tar.gz") == []
+    zarc = tmp_path / "z.zip"  # damaged data is found while extracting (bad CRC): temp folder removed
+    with zipfile.ZipFile(zarc, "w") as z:
+        z.writestr("a.txt", os.urandom(5000))
+    blob = bytearray(zarc.read_bytes())
+    blob[100] ^= 0xFF
+    zarc.write_bytes(bytes(blob))
+    with pytest.raises(CorruptArchiveError, match=r"z\.zip is corrupt"):
+        safe_extract(zarc, tmp_path / "zdest")
+    assert _leftovers(tmp_path, "sc.tar.gz", "z.zip") == []
+
+
+def test_truncated_download_is_deleted_and_named(server, tmp_path):
+    served, url, _ = server
+    arc = _speech_archive(served / "sc.tar.gz")
+    arc.write_bytes(arc.read_bytes()[:-5000])  # served whole, so only the archive itself is damaged
+    with pytest.warns(UserWarning, match="cannot be verified"):
+        with pytest.raises(CorruptArchiveError, match=r"sc\.tar\.gz downloaded from .* was deleted, re-run"):
+            data.download("custom", tmp_path / "ds", url=f"{url}/sc.tar.gz", progress=False)
+    assert _leftovers(tmp_path, "www") == []  # archive deleted, so a re-run downloads it again
+
+
+# --- extracted trees get ordinary permissions ---
+
+
+@pytest.mark.parametrize(
+    "umask, dmode, fmode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)], ids=["umask022", "umask027"]
+)
+def test_extracted_tree_gets_normal_permissions(tmp_path, umask, dmode, fmode):
+    def entry(info, mode):
+        info[0].mode = mode
+        return info
+
+    dir_info = tarfile.TarInfo("d")
+    dir_info.type = tarfile.DIRTYPE
+    arc = _tar(
+        tmp_path / "a.tar.gz",
+        [
+            entry((dir_info, None), 0o700),
+            entry(_file("d/x.wav"), 0o600),
+            entry(_file("d/run.sh"), 0o700),
+            entry(_file("implied/y.txt"), 0o644),  # parent folder created without a member
+        ],
+    )
+    old = os.umask(umask)
+    try:
+        dest = safe_extract(arc, tmp_path / "dest")
+        second = safe_extract(arc, tmp_path / "dest2" / "root")
+    finally:
+        os.umask(old)
+    for root in (dest, second):
+        modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+        assert modes == {
+            ".": dmode,
+            "d": dmode,
+            "d/x.wav": fmode,
+            "d/run.sh": dmode,
+            "implied": dmode,
+            "implied/y.txt": fmode,
+        }
+
+
+# --- archive bombs ---
+
+
+def test_size_and_member_limits(server, tmp_path):
+    assert DEFAULT_MAX_BYTES > 2 * 2.4e9 and DEFAULT_MAX_MEMBERS > 2 * 106_000  # the real v0.02 fits easily
+    arc = _tar(tmp_path / "a.tar.gz", [_file(f"f{i}", b"x" * 100) for i in range(3)])
+    zarc = tmp_path / "a.zip"
+    with zipfile.ZipFile(zarc, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(3):
+            z.writestr(f"f{i}", b"\0" * 100)
+    for a in (arc, zarc):
+        with pytest.raises(ArchiveTooLargeError, match=r"more than 250 bytes uncompressed .*max_bytes="):
+            safe_extract(a, tmp_path / "dest", max_bytes=250)
+        with pytest.raises(ArchiveTooLargeError, match=r"more than 2 members .*max_members="):
+            safe_extract(a, tmp_path / "dest", max_members=2)
+        assert _leftovers(tmp_path, "a.tar.gz", "a.zip", "www") == []
+    assert issubclass(ArchiveTooLargeError, UnsafeArchiveError)
+    assert sorted(p.name for p in safe_extract(arc, tmp_path / "ok", max_bytes=300, max_members=3).iterdir()) == [
+        "f0",
+        "f1",
+        "f2",
+    ]
+    served, url, _ = server
+    (served / "a.tar.gz").write_bytes(arc.read_bytes())
+    digest = hashlib.sha256(arc.read_bytes()).hexdigest()
+    with pytest.raises(ArchiveTooLargeError):
+        data.download("google13", tmp_path / "ds", url=f"{url}/a.tar.gz", sha256=digest, progress=False, max_bytes=10)
+    assert not (tmp_path / "ds").exists()

@@ -62,3 +62,21 @@ def test_fsdd_missing_root_and_layout(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LayoutError, match="recordings"):
         data.get("fsdd", tmp_path / "empty").setup()
+
+
+def test_files_outside_the_name_pattern_are_named_in_a_warning(tmp_path):
+    root = make_fsdd_tree(tmp_path / "fsdd")
+    (root / "recordings" / "seven_jackson_1.wav").write_bytes((next((root / "recordings").glob("*.wav"))).read_bytes())
+    dm = data.get("fsdd", root=root, cache_dir=tmp_path / "cache", progress=False)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) .* ignored: seven_jackson_1.wav"):
+        dm.setup()
+
+
+def test_cli_reads_strrnn_fsdd_and_names_data_dir_when_missing(tmp_path, monkeypatch, capsys):
+    from strrnn import runs, train
+
+    monkeypatch.setenv("STRRNN_FSDD", str(tmp_path / "elsewhere"))
+    assert runs.default_data_dir({"dataset": "fsdd", "data_dir": None}) == tmp_path / "elsewhere"
+    assert train.main(["--dataset", "fsdd", "--mode", "dense", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "elsewhere") in err and "--data-dir" in err

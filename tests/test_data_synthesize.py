@@ -1,5 +1,6 @@
 """Synthetic speech in the Speech Commands layout (needs espeak-ng; skipped with the reason otherwise)."""
 
+import runpy
 import shutil
 import subprocess
 import sys
@@ -79,3 +80,30 @@ def test_missing_espeak_says_how_to_install(tmp_path, monkeypatch):
 
     with pytest.raises(SystemExit, match="apt-get install espeak-ng"):
         main(["--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "_background_noise_", "a\\b", "-rf", "x\x00y"])
+def test_words_must_be_plain_folder_names(tmp_path, monkeypatch, bad):
+    monkeypatch.setenv("STRRNN_ESPEAK", str(tmp_path / "no-such-espeak"))  # the word check comes first
+    with pytest.raises(ValueError, match=r"invalid word .*becomes a folder under --out"):
+        data.synthesize(["yes", bad], tmp_path / "out", per_word=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither out nor anything beside it
+
+
+def test_ordinary_words_are_accepted():
+    from strrnn.data.synth import resolve_words
+
+    assert resolve_words(" yes , turn on,don't,café,yes") == (["yes", "turn on", "don't", "café"], [])
+
+
+def test_cli_refuses_words_that_leave_out(tmp_path, monkeypatch, capsys):
+    # `python -m strrnn.data.synthesize --words "yes,../x" --out out`, run in-process (a subprocess
+    # spends seconds importing torch): a usage error, exit 2, one line, nothing written anywhere
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["synthesize", "--words", "yes,../x", "--out", "out", "--quiet"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("strrnn.data.synthesize", run_name="__main__", alter_sys=True)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "error: invalid word '../x'" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no out/, and no x beside it

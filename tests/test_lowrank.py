@@ -260,3 +260,37 @@ def test_min_rank_holds_when_spectrum_entries_tie():
     assert strrnn.rank(lin) >= 2
     lin.weight.sum().backward()
     assert lin.parametrizations.weight.original1.grad.abs().sum() > 0  # protected entries still learn
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("factors", ["free", "orthogonal"])
+def test_half_precision_weights_are_factored_in_float32_and_cast_back(dtype, factors):
+    layer = nn.Linear(8, 6).to(dtype)
+    before = layer.weight.detach().float().clone()
+    strrnn.lowrank(layer, "weight", factors=factors)
+    assert layer.weight.dtype == dtype
+    assert all(p.dtype == dtype for p in layer.parameters())
+    tolerance = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    assert torch.allclose(layer.weight.float(), before, atol=tolerance)
+    layer(torch.randn(3, 8, dtype=dtype)).float().sum().backward()
+
+
+@pytest.mark.parametrize("first, second", [("sparse", "lowrank"), ("lowrank", "sparse"), ("lowrank", "lowrank")])
+def test_str_parametrizations_do_not_stack(first, second):
+    layer = nn.Linear(8, 6)
+    getattr(strrnn, first)(layer, "weight")
+    with pytest.raises(ValueError, match=r"Linear.weight already carries .*STR; one tensor takes one STR"):
+        getattr(strrnn, second)(layer, "weight")
+
+
+def test_lowrank_refuses_to_stack_on_another_parametrization():
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    layer = nn.Linear(8, 6)
+    parametrize.register_parametrization(layer, "weight", Double())
+    with pytest.raises(ValueError, match="already carries Double; LowRankSTR .* must be its only"):
+        strrnn.lowrank(layer, "weight")

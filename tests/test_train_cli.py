@@ -164,6 +164,14 @@ GMP_ON_DIGITS = ["--dataset", "digits", "--model", "small_cnn", "--epochs", "12"
                  "--sparsity", "0.8", "--seed", "3"]
 
 
+def val_acc_by_epoch(run: Path) -> dict[int, float]:
+    with (run / "metrics.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val_acc")]
+    by_epoch = {int(r["epoch"]): float(r["val_acc"]) for r in rows}
+    assert len(by_epoch) == len(rows), "one validation row per epoch"
+    return by_epoch
+
+
 @pytest.mark.parametrize("args", [pytest.param(LOWRANK_ON_FSDD, marks=needs_fsdd, id="lowrank-fsdd"),
                                   pytest.param(GMP_ON_DIGITS, id="gmp-digits")])
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, args):
@@ -186,6 +194,10 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, args):
     result = subprocess_cli("strrnn.train", *args, "--out", str(killed), "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = summary(reference), summary(killed)
+    # metrics.csv keeps the rows logged before the kill: one validation row per epoch, the same values
+    ref_val, res_val = val_acc_by_epoch(reference), val_acc_by_epoch(killed)
+    assert sorted(res_val) == sorted(ref_val) == list(range(len(ref_val)))
+    assert res_val == pytest.approx(ref_val, abs=1e-6)
     assert a["ranks"] == b["ranks"]
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
     assert a["best_val_acc"] == pytest.approx(b["best_val_acc"], abs=1e-6)
@@ -221,8 +233,10 @@ def test_compare_evaluate_and_onnx_export_on_real_runs(tmp_path):
     assert compare.main([*map(str, runs), str(dense), "--csv", str(tmp_path / "t.csv"),
                          "--plot", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 1000
-    result = subprocess_cli("strrnn.export", "--run", str(runs[0]), "--onnx", str(tmp_path / "m.onnx"))
+    onnx = tmp_path / "not" / "yet" / "m.onnx"  # a missing folder is created
+    result = subprocess_cli("strrnn.export", "--run", str(runs[0]), "--onnx", str(onnx))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert onnx.is_file() and not list(onnx.parent.glob("*.tmp"))
     assert "onnxruntime matches" in result.stdout
     result = subprocess_cli("strrnn.evaluate", "--run", str(dense))
     assert result.returncode == 0 and "test accuracy of the exported model" in result.stdout

@@ -19,6 +19,10 @@ class EmptyClassError(DataError, ValueError):
     """A requested class has no examples."""
 
 
+class EmptySplitError(DataError, ValueError):
+    """A train/val/test split holds no examples (raised before training starts; the message says how to fix it)."""
+
+
 class CorruptAudioError(DataError, RuntimeError):
     """Unreadable audio under ``strict=True`` (otherwise such files are skipped and reported)."""
 
@@ -33,3 +37,19 @@ class UnsafeArchiveError(DataError, ValueError):
 
 class MissingToolError(DataError, RuntimeError):
     """An external program (espeak-ng) is not installed; the message gives the install command."""
+
+
+class ArchiveTooLargeError(UnsafeArchiveError):
+    """An archive unpacks to more bytes or members than the caller's limits allow (an archive bomb?)."""
+
+
+class CorruptArchiveError(DataError, ValueError):
+    """An archive is truncated or corrupt and cannot be read; the message names it and says what to do."""
+
+
+class UnsupportedPythonError(DataError, RuntimeError):
+    """This Python lacks a safety feature strrnn relies on (tarfile's extraction filters); upgrade it."""
+
+
+class DownloadError(DataError, OSError):
+    """A download failed (HTTP error, unreachable host, interrupted transfer); the message names the URL."""

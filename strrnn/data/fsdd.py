@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 from .audio import Item
@@ -58,17 +59,22 @@ class FSDDDataModule(AudioDataModule):
         rec = self.root / "recordings"
         if not self.root.is_dir():
             raise DatasetNotFoundError(
-                f"FSDD not found: {self.root} does not exist. Pass root=<folder holding recordings/> or set "
-                "$STRRNN_FSDD; the data is at https://github.com/Jakobovski/free-spoken-digit-dataset "
-                "(copy its recordings/ folder)."
+                f"FSDD not found: {self.root} does not exist. Pass --data-dir <folder holding recordings/> "
+                "(in Python: root=...) or set $STRRNN_FSDD; the data is at "
+                "https://github.com/Jakobovski/free-spoken-digit-dataset (copy its recordings/ folder)."
             )
         if not rec.is_dir():
             raise LayoutError(f"FSDD layout under {self.root} is incomplete; missing: recordings/")
-        entries = []
+        entries, ignored = [], []
         for p in sorted(rec.glob("*.wav")):
             m = _NAME.match(p.name)
             if m:
                 entries.append((str(p), int(m.group(1)), m.group(2), int(m.group(3))))
+            else:
+                ignored.append(p.name)
+        if ignored:
+            warnings.warn(f"FSDD: {len(ignored)} file(s) in {rec} do not fit {{digit}}_{{speaker}}_{{take}}.wav and "
+                          f"were ignored: {', '.join(ignored[:5])}{' …' if len(ignored) > 5 else ''}", stacklevel=2)
         if not entries:
             raise LayoutError(f"no {{digit}}_{{speaker}}_{{take}}.wav files in {rec}")
         speakers = sorted({e[2] for e in entries})

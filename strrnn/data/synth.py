@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -134,15 +135,37 @@ def available_variants(exe: str) -> tuple[str, ...]:
     return found or ("m1",)
 
 
+#: A word becomes the folder ``out/<word>``: it must start with a letter or digit and hold only letters,
+#: digits, spaces, hyphens and apostrophes (so no ``/``, ``\``, ``..``, leading ``.``/``_``/``-``).
+_WORD_RE = re.compile(r"[^\W_][\w' -]*")
+
+
+def check_word(word: str) -> str:
+    """Return ``word`` if it is usable as a plain folder name under ``out``; raise ``ValueError`` otherwise.
+
+    Each word is written to ``out/<word>/``, so a word such as ``../x``, ``a/b``, ``.hidden`` or
+    ``_background_noise_`` would write outside ``out`` or into a reserved folder.
+    """
+    if not isinstance(word, str) or not _WORD_RE.fullmatch(word) or word.endswith(" "):
+        raise ValueError(
+            f"invalid word {word!r}: each word becomes a folder under --out, so use letters, digits, "
+            "spaces, hyphens or apostrophes, starting with a letter or digit (no '/', '\\', '..')"
+        )
+    return word
+
+
 def resolve_words(words, negatives: bool = True) -> tuple[list[str], list[str]]:
-    """``(keywords, negative words)`` from a preset name, a comma-separated string or a list."""
+    """``(keywords, negative words)`` from a preset name, a comma-separated string or a list.
+
+    Every word is checked with :func:`check_word` (``ValueError`` names the first bad one).
+    """
     if isinstance(words, str) and words in WORD_SETS:
         kws = list(WORD_SETS[words])
         negs = [w for w in NEGATIVE_WORDS if w not in kws] if negatives and words in ("google12", "google13") else []
         return kws, negs
     if isinstance(words, str):
         words = [w.strip() for w in words.split(",") if w.strip()]
-    words = list(dict.fromkeys(words))
+    words = [check_word(w) for w in dict.fromkeys(words)]
     if not words:
         raise ValueError("no words to synthesize")
     return words, []
@@ -241,8 +264,8 @@ def synthesize(
     a list. For ``google12``/``google13`` the presets add :data:`NEGATIVE_WORDS` (``negatives_per_word``
     clips each, default ``per_word // 2``) so the ``_unknown_`` class is populated. Returns ``out``.
     """
+    keywords, negs = resolve_words(words, negatives)  # before anything else: a bad word writes nothing
     exe = espeak_path()
-    keywords, negs = resolve_words(words, negatives)
     per_neg = max(1, per_word // 2) if negatives_per_word is None else negatives_per_word
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -297,6 +320,7 @@ def synthesize(
 
 
 def main(argv=None) -> None:
+    """Command line of ``python -m strrnn.data.synthesize``; bad flags or words exit 2 with one line."""
     ap = argparse.ArgumentParser(prog="python -m strrnn.data.synthesize", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--words",
@@ -313,6 +337,10 @@ def main(argv=None) -> None:
     ap.add_argument("--overwrite", action="store_true", help="allow a non-empty output folder")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
+    try:
+        resolve_words(a.words)  # a bad word is a usage error (exit 2), found before anything is written
+    except ValueError as exc:
+        ap.error(str(exc))
     t0 = time.perf_counter()
     try:
         out = synthesize(
