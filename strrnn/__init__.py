@@ -20,9 +20,9 @@ Typical use::
 
 from importlib import import_module
 
-from .export import export, has_str
-from .lowrank import LowRankLinear, LowRankSTR, low_rank_factors, lowrank, lowrank_rnn, rank, spectrum
-from .report import report
+from .exporting import export, has_str
+from .low_rank import LowRankLinear, LowRankSTR, low_rank_factors, lowrank, lowrank_rnn, rank, spectrum
+from .reporting import report
 from .threshold import (
     Threshold,
     get_threshold_function,
@@ -41,7 +41,7 @@ __all__ = [
     "lowrank", "lowrank_rnn", "low_rank_factors", "rank", "spectrum",
     "sparse", "sparsify", "sparsity",
     "param_groups", "report", "export", "has_str",
-    "cells", "models", "data",
+    "cells", "models", "data", "load",
 ]
 
 _SUBMODULES = {"cells", "models", "data", "train", "compare", "evaluate", "callbacks"}
@@ -49,6 +49,8 @@ _SUBMODULES = {"cells", "models", "data", "train", "compare", "evaluate", "callb
 
 def __getattr__(name: str):
     # Import heavier submodules (cells, models, data) on first use so `import strrnn` stays light.
+    if name == "load":  # strrnn.load(run_dir) -> strrnn.predictor.Predictor (imports Lightning, the data modules)
+        return import_module(".predictor", __name__).load
     if name in _SUBMODULES:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'strrnn' has no attribute {name!r}")

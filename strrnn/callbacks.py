@@ -29,8 +29,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .fileio import atomic_path, atomic_write_text, load_checkpoint_file
-from .lowrank import LowRankSTR, _originals
-from .report import iter_str_tensors, low_rank_params, report
+from .low_rank import LowRankSTR, originals
+from .reporting import iter_str_tensors, low_rank_params, report
 
 log = logging.getLogger("strrnn")
 
@@ -64,7 +64,7 @@ def freeze_ranks_and_relax(pl_module, optimizer: torch.optim.Optimizer | None) -
     ranks = {}
     for path, module, name, p in iter_str_tensors(pl_module):
         if isinstance(p, LowRankSTR) and p.threshold is not None:
-            rank = p.rank_of(_originals(module, name)[1])
+            rank = p.rank_of(originals(module, name)[1])
             p.freeze_rank(max(rank, p.min_rank))
             ranks[f"{path.removeprefix('model.')}.{name}"] = p.rank_cap
     if optimizer is not None:
@@ -149,7 +149,7 @@ class RankLogger(pl.Callback):
             key = f"{path}.{name}"
             with torch.no_grad():
                 raw = float(p.threshold())
-                top = float(_originals(module, name)[1].abs().max())
+                top = float(originals(module, name)[1].abs().max())
             if raw >= top and key not in self._warned:
                 self._warned.add(key)
                 log.warning(
@@ -239,7 +239,7 @@ class BudgetControl(pl.Callback):
                 raise ValueError(f"target_params={self.target_params} is below what min_rank keeps ({floor})")
 
     def _params(self, tensors) -> int:
-        return sum(low_rank_params(*p.matrix_shape, p.rank_of(_originals(m, n)[1])) for m, n, p in tensors.values())
+        return sum(low_rank_params(*p.matrix_shape, p.rank_of(originals(m, n)[1])) for m, n, p in tensors.values())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.frozen:
@@ -251,7 +251,7 @@ class BudgetControl(pl.Callback):
                 module, name, p = tensors[key]
                 if p.rank_cap == target and p.min_rank == target:
                     continue
-                if past_deadline or p.rank_of(_originals(module, name)[1]) <= target:
+                if past_deadline or p.rank_of(originals(module, name)[1]) <= target:
                     p.freeze_rank(target)
             self.frozen = all(tensors[k][2].rank_cap == t for k, t in self.target_ranks.items())
         elif past_deadline or self._params(tensors) <= self.target_params:
@@ -263,7 +263,7 @@ class BudgetControl(pl.Callback):
                      {k: p.rank_cap for k, (_, _, p) in tensors.items()})
 
     def _freeze_to_params(self, tensors) -> None:
-        ranks = {k: p.rank_of(_originals(m, n)[1]) for k, (m, n, p) in tensors.items()}
+        ranks = {k: p.rank_of(originals(m, n)[1]) for k, (m, n, p) in tensors.items()}
         shapes = {k: p.matrix_shape for k, (_, _, p) in tensors.items()}
 
         def total(rs):
@@ -274,7 +274,7 @@ class BudgetControl(pl.Callback):
         while total(ranks) > self.target_params:
             def weakness(key):
                 module, name, p = tensors[key]
-                spec = torch.sort(p.thresholded(_originals(module, name)[1]).detach().abs(), descending=True).values
+                spec = torch.sort(p.thresholded(originals(module, name)[1]).detach().abs(), descending=True).values
                 r = ranks[key]
                 return float(spec[r - 1] / spec[0]) if r > p.min_rank and spec[0] > 0 else math.inf
             key = min(ranks, key=weakness)

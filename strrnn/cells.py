@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from .factored import factored_is_cheaper, originals
 from .fastgrnn_kernel import KERNEL_NONLINEARITIES, fastgrnn_scan, fastrnn_scan
 
 __all__ = [
@@ -133,16 +134,6 @@ class WeightOp:
         return self.weight if self.weight is not None else self.left @ self.right
 
 
-def _originals(plist) -> list[torch.Tensor]:
-    if hasattr(plist, "original"):
-        return [plist.original]
-    out, i = [], 0
-    while hasattr(plist, f"original{i}"):
-        out.append(getattr(plist, f"original{i}"))
-        i += 1
-    return out
-
-
 def _from_factors(left: torch.Tensor, spectrum: torch.Tensor, right: torch.Tensor) -> WeightOp:
     out_f, in_f = left.shape[0], right.shape[1]
     keep = spectrum != 0
@@ -152,7 +143,7 @@ def _from_factors(left: torch.Tensor, spectrum: torch.Tensor, right: torch.Tenso
         idx = keep.nonzero().squeeze(1)
         left, spectrum, right = left.index_select(1, idx), spectrum.index_select(0, idx), right.index_select(0, idx)
     left = left * spectrum  # fold the spectrum once per sequence, not once per step
-    if r * (out_f + in_f) < out_f * in_f:
+    if factored_is_cheaper(out_f, in_f, r):
         return WeightOp(left=left, right=right)
     return WeightOp(weight=left @ right)
 
@@ -174,7 +165,7 @@ def read_weight(module: nn.Module, name: str) -> WeightOp:
         plist = module.parametrizations[name]
         factors = getattr(plist[0], "factors", None)
         if len(plist) == 1 and callable(factors):
-            return _from_factors(*factors(*_originals(plist)))
+            return _from_factors(*factors(*originals(module, name)))
     return WeightOp(weight=getattr(module, name))
 
 

@@ -1,93 +1,27 @@
-"""Export a trained STR model to plain modules with no strrnn parametrization left.
+"""ONNX export of a run's exported model, checked with onnxruntime: ``python -m strrnn.export --run DIR --onnx F``.
 
-* A low-rank ``nn.Linear`` becomes a :class:`strrnn.lowrank.LowRankLinear` holding the rank-``r`` factors
-  (cut spectrum entries dropped, the kept spectrum folded into the left factor), where that is smaller than
-  the dense weight; otherwise a plain ``nn.Linear`` with the materialized weight.
-* Any other module with a low-rank tensor: if it defines ``export_low_rank(name, left, right)`` (the recurrent
-  cells do), it receives the factors and computes with them; otherwise the weight is materialized densely.
-* Unstructured tensors are written back as dense tensors with exact zeros.
-
-The exported model computes the same outputs as the trained one (to float tolerance) and round-trips through
-``torch.save(model.state_dict())`` / ``torch.load(..., weights_only=True)``.
+This module is the command line; the library function is :func:`strrnn.export` (module :mod:`strrnn.exporting`).
+Importing this module keeps ``strrnn.export(model)`` working: the module object itself is callable and delegates
+to that function (Python binds a submodule to its package's attribute of the same name on import).
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
 import os
+import sys
+import warnings
+from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils import parametrize
 
-from .lowrank import LowRankLinear, LowRankSTR, _originals
-from .report import iter_str_tensors, low_rank_params
+from .callable_module import make_callable
+from .data import DataError
+from .exporting import export
+from .runs import build_datamodule, load_exported
 
-__all__ = ["export", "has_str"]
-
-
-def has_str(model: nn.Module) -> bool:
-    """Whether any tensor of ``model`` still carries an STR parametrization."""
-    return any(True for _ in iter_str_tensors(model))
-
-
-def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, child, new)
-
-
-@torch.no_grad()
-def _kept_factors(module: nn.Module, name: str, p: LowRankSTR) -> tuple[torch.Tensor, torch.Tensor]:
-    left, spec, right = p.factors(*_originals(module, name))
-    keep = spec != 0
-    return (left[:, keep] * spec[keep]).contiguous(), right[keep].contiguous()
-
-
-def _materialize(module: nn.Module, name: str) -> None:
-    """Remove the parametrization of ``module.<name>``, leaving its current value as a plain Parameter.
-
-    ``remove_parametrizations`` registers the value as a *buffer* when it does not require grad — which is
-    every tensor under ``torch.no_grad()``; an exported weight must stay a Parameter either way.
-    """
-    with torch.enable_grad():
-        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    if name in module._buffers:
-        value = module._buffers.pop(name)
-        module.register_parameter(name, nn.Parameter(value, requires_grad=False))
-
-
-def export(model: nn.Module) -> nn.Module:
-    """Return a deep copy of ``model`` with every STR parametrization removed (see the module docstring).
-
-    ``model`` itself is left untouched. The copy is in the same train/eval mode as ``model``.
-    """
-    exported = copy.deepcopy(model)
-    for module in exported.modules():
-        if parametrize.is_parametrized(module):
-            # parametrize injects tensor properties into a class that deepcopy shares with the original;
-            # removing them from the copy's class would break `model`, so give the copy a class of its own.
-            cls = module.__class__
-            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    # Collect first: exporting replaces modules and parametrizations while we iterate.
-    for path, module, name, p in list(iter_str_tensors(exported)):
-        if isinstance(p, LowRankSTR):
-            left, right = _kept_factors(module, name, p)
-            _materialize(module, name)
-            out_features, in_features = p.matrix_shape
-            factored_is_smaller = low_rank_params(out_features, in_features, left.shape[1]) < (
-                out_features * in_features
-            )
-            if isinstance(module, nn.Linear) and name == "weight" and factored_is_smaller:
-                replacement = LowRankLinear.from_factors(left, right, module.bias).train(module.training)
-                if not path:  # the model itself is the layer
-                    return replacement
-                _set_submodule(exported, path, replacement)
-            elif hasattr(module, "export_low_rank") and factored_is_smaller:
-                module.export_low_rank(name, left, right)
-        else:
-            _materialize(module, name)
-    return exported
+__all__ = ["export_onnx", "main"]
 
 
 def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1e-4, batches: int = 2) -> float:
@@ -98,13 +32,10 @@ def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1
     Raises:
         ValueError: the difference exceeds ``atol`` (the ONNX file is then removed).
     """
-    import warnings
-    from pathlib import Path
-
-    import numpy as np
-    import onnxruntime
-
-    from .runs import build_datamodule, load_exported
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
 
     onnx_path = Path(onnx_path)
     if onnx_path.is_dir():
@@ -140,11 +71,6 @@ def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1
 
 def main(argv=None) -> int:
     """``python -m strrnn.export --run DIR --onnx FILE``."""
-    import argparse
-    import sys
-
-    from .data import DataError
-
     parser = argparse.ArgumentParser(prog="python -m strrnn.export",
                                      description="ONNX export of a run's exported model, checked with onnxruntime")
     parser.add_argument("--run", required=True, help="run folder written by python -m strrnn.train")
@@ -160,6 +86,8 @@ def main(argv=None) -> int:
     print(f"wrote {args.onnx}; onnxruntime matches PyTorch to {worst:.2e} on real test inputs")
     return 0
 
+
+make_callable(__name__, export)  # `import strrnn.export` must not turn strrnn.export(model) into an error
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,19 +12,24 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 from torch import nn
+
+from cnn import data as cnn_data
+from cnn import models as cnn_models
+from cnn.flops import profile
+from cnn.pruning import fold_masks
 
 from . import data as sdata
 from . import models as smodels
+from .exporting import export
 from .fileio import atomic_path, load_checkpoint_file
-from .lowrank import LowRankSTR, _originals, lowrank, lowrank_rnn
-from .report import iter_str_tensors
-from .unstructured import sparsify
+from .low_rank import LowRankSTR, originals
+from .modes import get_mode
+from .reporting import iter_str_tensors
 
 __all__ = [
-    "dataset_names", "default_data_dir", "build_datamodule", "build_model", "apply_mode", "rank_targets",
-    "learned_ranks", "count_params", "dense_twin", "save_exported", "load_exported", "EXPORT_FORMAT",
+    "dataset_names", "default_data_dir", "build_datamodule", "build_model", "export_model", "flops_profile",
+    "learned_ranks", "count_params", "save_exported", "load_exported", "read_summaries", "EXPORT_FORMAT",
 ]
 
 SPEECH_COMMANDS = ("google12", "google13", "google30", "google35")
@@ -34,13 +39,7 @@ EXPORT_FORMAT = 1
 def dataset_names() -> list[str]:
     """Every dataset ``--dataset`` accepts."""
     names = list(sdata.names())
-    try:
-        from cnn import data as cnn_data
-
-        names += [n for n in cnn_data.names() if n not in names]
-    except ImportError:
-        pass
-    return names
+    return names + [n for n in cnn_data.names() if n not in names]
 
 
 def default_data_dir(config: dict) -> Path | None:
@@ -80,8 +79,6 @@ def build_datamodule(config: dict):
         if config.get("normalization") is not None:
             options["normalization"] = config["normalization"]
         return sdata.get(name, root, **options)
-    from cnn import data as cnn_data
-
     return cnn_data.get(name, root, **options)
 
 
@@ -96,116 +93,20 @@ def build_model(config: dict, datamodule) -> nn.Module:
         return smodels.build(name, n_features=datamodule.num_features, n_classes=datamodule.num_classes,
                              cell=config["cell"], hidden_size=config["hidden_size"], num_layers=config["num_layers"],
                              pooling=config.get("pooling", "last"))
-    from cnn import models as cnn_models
-
     name = config.get("model") or "small_cnn"
     return cnn_models.build(name, num_classes=datamodule.num_classes, in_channels=datamodule.input_shape[0])
 
 
-def dense_twin(config: dict, datamodule) -> nn.Module:
-    """A fresh dense model of the same architecture (for parameter counts)."""
-    return build_model(config, datamodule)
-
-
-# what must agree between an STR run and a fixed-rank run trained at its ranks: the same tensor names can mean
-# different shapes (an LSTM's W is 4H x in, a FastGRNN's H x in), so a mismatch would train the wrong budget
-_ARCHITECTURE_KEYS = ("model", "cell", "hidden_size", "num_layers", "features")
-
-
-def _budget_ranks(run_dir: str | os.PathLike, config: dict | None = None) -> dict[str, int]:
-    """The ranks an STR run folder learned, ``{"rnn.cells.0.W": r_W, ...}``, checked against ``config``'s model."""
-    path = Path(run_dir)
-    summary = path / "summary.json"
-    if not summary.is_file():
-        raise ValueError(f"--budget-from {path}: no summary.json there (is it a finished strrnn.train run folder?)")
-    ranks = json.loads(summary.read_text()).get("ranks") or {}
-    if not ranks:
-        raise ValueError(f"--budget-from {path}: that run learned no ranks (was it --mode lowrank?)")
-    source_config = path / "config.yaml"
-    if config is not None and source_config.is_file():
-        source = yaml.safe_load(source_config.read_text()) or {}
-        # an unset --model means the data set's default model: comparable only when both runs name one
-        differ = [f"--{k.replace('_', '-')} {config.get(k)} here, {source[k]} there"
-                  for k in _ARCHITECTURE_KEYS if k in source and source[k] != config.get(k)
-                  and not (k == "model" and None in (source[k], config.get(k)))]
-        if differ:
-            raise ValueError(f"--budget-from {path}: that run trained a different model ({'; '.join(differ)}); "
-                             "pass the same model flags as the STR run")
-    return {k: int(v) for k, v in ranks.items()}
-
-
-def apply_mode(model: nn.Module, config: dict) -> nn.Module:
-    """Parametrize ``model`` for ``config['mode']`` (dense leaves it untouched)."""
-    mode = config["mode"]
-    g = config.get("g")
-    if mode == "lowrank":
-        lowrank_rnn(model, factors=config["factors"], g=g or "exp", s_init=config["s_init"],
-                    min_rank=config["min_rank"])
-    elif mode == "fixed-rank":
-        if config.get("budget_from"):
-            ranks = _budget_ranks(config["budget_from"], config)
-            for key, rank in ranks.items():
-                path, _, name = key.rpartition(".")
-                try:
-                    module = model.get_submodule(path)
-                except AttributeError:
-                    raise ValueError(f"--budget-from: tensor {key} does not exist in this model") from None
-                lowrank(module, name, max_rank=rank, threshold=False, factors=config["factors"])
-        else:
-            # an unspecified rank means full rank for that weight (of every layer)
-            max_rank = {"W": config.get("rank_w"), "U": config.get("rank_u")}
-            lowrank_rnn(model, max_rank=max_rank, threshold=False, factors=config["factors"])
-    elif mode == "unstructured":
-        sparsify(model, g=g or "sigmoid", s_init=config["s_init"])
-    elif mode == "dnw":
-        from cnn.pruning import apply_dnw
-
-        apply_dnw(model, pruning_targets(model, config))
-    elif mode == "magnitude":
-        from cnn.pruning import apply_magnitude_pruning
-
-        apply_magnitude_pruning(model, pruning_targets(model, config))
-    # gmp: masks are registered by its Lightning callback (strrnn.train.build_callbacks)
-    return model
-
-
-def pruning_targets(model: nn.Module, config: dict) -> dict[str, float]:
-    """Per-layer sparsity targets of a pruning baseline: ``--sparsity`` spread uniformly or by ERK, or the
-    budget an unstructured STR run learned (``--budget-from``)."""
-    from cnn.budget import budget_targets
-
-    return budget_targets(model, budget_from=config.get("budget_from"), sparsity=config.get("sparsity"),
-                          distribution=config.get("budget_distribution", "uniform"))
-
-
 def export_model(model: nn.Module) -> nn.Module:
     """:func:`strrnn.export` plus, for CNN pruning baselines, their masks folded into exact zeros."""
-    from .export import export
-
-    small = export(model)
-    try:
-        from cnn.pruning import fold_masks
-    except ImportError:
-        return small
-    return fold_masks(small)
+    return fold_masks(export(model))
 
 
 def flops_profile(model: nn.Module, datamodule):
     """``cnn.flops.profile`` for image models (None for sequence models)."""
     if _is_sequence(datamodule):
         return None
-    from cnn.flops import profile
-
     return profile(model, tuple(datamodule.input_shape))
-
-
-def rank_targets(model: nn.Module, rank_w: int, rank_u: int) -> dict[str, int]:
-    """``--target-rank W,U`` as ``{"<path>.W": rank_w, "<path>.U": rank_u}`` over every recurrent cell."""
-    targets = {}
-    for path, _module, name, p in iter_str_tensors(model):
-        if isinstance(p, LowRankSTR) and name in ("W", "U"):
-            targets[f"{path}.{name}"] = rank_w if name == "W" else rank_u
-    return targets
 
 
 def learned_ranks(model: nn.Module) -> dict[str, int]:
@@ -213,7 +114,7 @@ def learned_ranks(model: nn.Module) -> dict[str, int]:
     out = {}
     for path, module, name, p in iter_str_tensors(model):
         if isinstance(p, LowRankSTR):
-            out[f"{path}.{name}"] = p.rank_of(_originals(module, name)[1])
+            out[f"{path}.{name}"] = p.rank_of(originals(module, name)[1])
     return out
 
 
@@ -263,28 +164,14 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path}: unsupported exported format {payload.get('format')!r}")
     config = payload["config"]
     model = build_model(config, _Shape(payload))
-    if config["mode"] == "fixed-rank" and config.get("budget_from"):
-        _fixed_from(model, config, payload["ranks"])
-    elif config["mode"] not in ("gmp", "dnw", "magnitude"):  # pruning masks were folded into plain weights
-        apply_mode(model, config)
-    for path_name, rank in payload["ranks"].items():
-        module_path, _, name = path_name.rpartition(".")
-        module = model.get_submodule(module_path)
-        p = next(q for q in module.parametrizations[name] if isinstance(q, LowRankSTR))
-        if p.threshold is not None:
-            with torch.no_grad():
-                # give the spectrum distinct magnitudes so that freezing keeps exactly `rank` entries
-                _originals(module, name)[1].copy_(torch.linspace(1.0, 0.5, p.max_rank))
-            p.freeze_rank(rank)
+    mode = get_mode(config["mode"])
+    if mode.reload is not None:
+        mode.reload(model, config, payload["ranks"])
+    else:
+        mode.apply(model, config)
     small = export_model(model)
     small.load_state_dict(payload["state_dict"])
     return small.eval(), payload
-
-
-def _fixed_from(model: nn.Module, config: dict, ranks: dict[str, int]) -> None:
-    for key, rank in ranks.items():
-        path, _, name = key.rpartition(".")
-        lowrank(model.get_submodule(path), name, max_rank=rank, threshold=False, factors=config["factors"])
 
 
 def read_summaries(run_dirs) -> pd.DataFrame:

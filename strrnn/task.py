@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .lowrank import LowRankSTR
-from .report import iter_str_tensors
+from .low_rank import LowRankSTR
+from .reporting import iter_str_tensors
 from .threshold import STR_EPS, STR_LR, param_groups
 
 __all__ = ["OptimConfig", "ClassificationTask", "ranks_frozen", "OPTIMIZERS", "SCHEDULERS"]

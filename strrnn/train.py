@@ -37,31 +37,20 @@ from . import data as sdata
 from . import run_folder, runs
 from .callbacks import (
     AtomicCheckpointIO,
-    BudgetControl,
     EpochSeed,
-    FineTune,
     NonFiniteLossError,
     NonFiniteLossGuard,
     RankLogger,
     ResumableMetrics,
-    ThresholdDecayWarmup,
-    atomic_write_text,
 )
-from .fileio import DiskFullError, load_checkpoint_file
-from .report import report
-from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig, ranks_frozen
+from .cells import available_cells as cell_names
+from .fileio import DiskFullError, atomic_write_text, load_checkpoint_file
+from .low_rank import FACTOR_KINDS
+from .modes import UsageError, check_mode_flags, get_mode, mode_names
+from .reporting import report
+from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig
 
 log = logging.getLogger("strrnn")
-
-MODES = ("dense", "lowrank", "fixed-rank", "unstructured", "gmp", "dnw", "magnitude")
-PRUNING_MODES = ("gmp", "dnw", "magnitude")  # the CNN baselines (package cnn)
-CELLS = ("fastgrnn", "fastrnn", "lstm", "gru")
-FACTORS = ("free", "orthogonal")
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported in one line with exit status 2, no traceback."""
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. configuration
@@ -86,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = p.add_argument_group("model and STR")
     m.add_argument("--model", default=None, help="registered model name (default: per dataset)")
-    m.add_argument("--mode", default="lowrank", help=f"one of: {', '.join(MODES)}")
-    m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(CELLS)}")
+    m.add_argument("--mode", default="lowrank", help=f"one of: {', '.join(mode_names())}")
+    m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(cell_names())}")
     m.add_argument("--hidden-size", type=int, default=100)
     m.add_argument("--num-layers", type=int, default=1)
     m.add_argument("--pooling", default="last", help="recurrent models: 'last' state or 'mean' over frames")
@@ -98,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-layer sparsities an unstructured STR run learned")
     m.add_argument("--sparsity", type=float, default=None, help="gmp/dnw/magnitude: overall target sparsity (0-1)")
     m.add_argument("--budget-distribution", default="uniform", help="gmp/dnw/magnitude with --sparsity: uniform or erk")
-    m.add_argument("--factors", default="free", help=f"one of: {', '.join(FACTORS)}")
+    m.add_argument("--factors", default="free", help=f"one of: {', '.join(FACTOR_KINDS)}")
     m.add_argument("--g", default=None, help="threshold function (default: exp for lowrank, sigmoid otherwise)")
     m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
     m.add_argument("--min-rank", type=int, default=1, help="spectrum entries the threshold can never cut")
@@ -221,44 +210,20 @@ def _config_value(action: argparse.Action, value, where: str):
 
 def _choice(config: dict, key: str, choices) -> None:
     if config[key] not in choices:
-        raise UsageError(f"unknown --{key.replace('_', '-')} {config[key]!r}; choose one of: {', '.join(choices)}")
+        raise UsageError(f"unknown --{key.replace('_', '-')} {config[key]!r}; choose one of: {', '.join(choices)}"
+                         f"{_suggest(str(config[key]), choices)}")
 
 
 def validate(config: dict) -> None:
     """Reject unknown names and contradictory flags with a message that says how to fix them."""
     _choice(config, "dataset", runs.dataset_names())
-    _choice(config, "mode", MODES)
-    _choice(config, "cell", CELLS)
-    _choice(config, "factors", FACTORS)
+    _choice(config, "cell", cell_names())
+    _choice(config, "factors", FACTOR_KINDS)
     _choice(config, "pooling", ("last", "mean"))
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
-    mode = config["mode"]
-    fixed_flags = [f for f in ("rank_w", "rank_u") if config[f] is not None]
-    if fixed_flags and mode != "fixed-rank":
-        flags = ", ".join("--" + f.replace("_", "-") for f in fixed_flags)
-        raise UsageError(f"{flags} only apply to --mode fixed-rank (got --mode {mode})")
-    if config["budget_from"] is not None and mode not in ("fixed-rank", *PRUNING_MODES):
-        raise UsageError(f"--budget-from applies to --mode fixed-rank, gmp, dnw or magnitude (got --mode {mode})")
-    if mode in PRUNING_MODES and (config["sparsity"] is None) == (config["budget_from"] is None):
-        raise UsageError(f"--mode {mode} needs exactly one of --sparsity F or --budget-from RUN_DIR")
-    if config["sparsity"] is not None and mode not in PRUNING_MODES:
-        raise UsageError(f"--sparsity applies to --mode gmp, dnw or magnitude (got --mode {mode}); "
-                         "STR learns its own sparsity: use --weight-decay / --threshold-decay")
-    if config["sparsity"] is not None and not 0 <= config["sparsity"] < 1:
-        raise UsageError(f"--sparsity is a fraction in [0, 1), got {config['sparsity']}")
-    _choice(config, "budget_distribution", ("uniform", "erk"))
-    if mode == "fixed-rank" and config["budget_from"] is None and config["rank_w"] is None and config["rank_u"] is None:
-        raise UsageError("--mode fixed-rank needs --rank-w/--rank-u or --budget-from RUN_DIR")
-    if mode == "fixed-rank" and config["budget_from"] is not None and (config["rank_w"] or config["rank_u"]):
-        raise UsageError("give either --budget-from or --rank-w/--rank-u, not both")
-    budget = [f for f in ("target_rank", "target_params") if config[f] is not None]
-    if budget and mode != "lowrank":
-        raise UsageError(f"--{budget[0].replace('_', '-')} (budget control) needs --mode lowrank (got --mode {mode})")
-    if len(budget) == 2:
-        raise UsageError("give either --target-rank or --target-params, not both")
-    if config["target_rank"] is not None:
-        config["target_rank"] = _parse_pair(config["target_rank"], "--target-rank")
+    get_mode(config["mode"])  # unknown: suggests the closest name
+    check_mode_flags(config)
     if config["resume"] and config["overwrite"]:
         raise UsageError("--resume and --overwrite contradict each other; choose one")
     for key in ("epochs", "batch_size", "hidden_size", "num_layers"):
@@ -285,7 +250,7 @@ def validate(config: dict) -> None:
                          f"got {config['devices']!r}")
     _choice(config, "precision", PRECISIONS)
     if config["out"] is None:
-        config["out"] = f"runs/{config['dataset']}-{mode}-seed{config['seed']}"
+        config["out"] = f"runs/{config['dataset']}-{config['mode']}-seed{config['seed']}"
     if not str(config["out"]).strip():
         raise UsageError("--out is empty; give the run folder a name, e.g. --out runs/my-run")
     if config["data_dir"]:  # stored absolute so that evaluate/export work from any folder
@@ -309,20 +274,6 @@ def _number(config: dict, keys, low: float | None = None, high: float | None = N
             raise UsageError(f"{flag} must be {'>' if strict else '>='} {low:g}, got {value!r}")
         if high is not None and value > high:
             raise UsageError(f"{flag} must be <= {high:g}, got {value!r}")
-
-
-def _parse_pair(value, flag: str) -> list[int]:
-    if isinstance(value, (list, tuple)):
-        parts = list(value)
-    else:
-        parts = str(value).split(",")
-    try:
-        pair = [int(x) for x in parts]
-    except ValueError:
-        raise UsageError(f"{flag} takes two integers 'W,U', got {value!r}") from None
-    if len(pair) != 2 or min(pair) < 1:
-        raise UsageError(f"{flag} takes two positive integers 'W,U', got {value!r}")
-    return pair
 
 
 def open_run_folder(config: dict, explicit: set[str] = frozenset()) -> tuple[Path, Path | None]:
@@ -382,7 +333,7 @@ def build_run(config: dict):
             raise UsageError(f"the {split} split of --dataset {config['dataset']} is empty "
                              f"(data in {runs.default_data_dir(config)}); check the data folder and its split lists")
     model = runs.build_model(config, datamodule)
-    runs.apply_mode(model, config)
+    get_mode(config["mode"]).apply(model, config)
     optim = OptimConfig(
         optimizer=config["optimizer"], lr=config["lr"], momentum=config["momentum"],
         weight_decay=config["weight_decay"], threshold_decay=config["threshold_decay"],
@@ -393,48 +344,18 @@ def build_run(config: dict):
     return datamodule, model, ClassificationTask(model, optim)
 
 
-def selection_rule(config: dict, task: ClassificationTask, callbacks: list[pl.Callback]):
-    """When an epoch may become best.ckpt: only once the learned or scheduled budget is final."""
-    mode = config["mode"]
-    if mode == "lowrank" and (config["finetune"] > 0 or config["target_rank"] is not None
-                              or config["target_params"] is not None):
-        return lambda: ranks_frozen(task.model)
-    if mode == "unstructured":  # thresholds move until the end: the final model carries the learned budget
-        return lambda: task.trainer.current_epoch == task.trainer.max_epochs - 1
-    if mode == "gmp":
-        gmp = next(c for c in callbacks if type(c).__name__ == "GMPCallback")
-        return lambda: gmp.scheduler is not None and task.trainer.global_step >= gmp.scheduler.end_step
-    return None
-
-
 def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.Callback]:
-    """Rank logging, budget control, NaN guard, per-epoch seeding, best/last checkpoints."""
-    callbacks: list[pl.Callback] = [
+    """What every run has (rank logging, NaN guard, per-epoch seeding, best/last checkpoints) plus the mode's."""
+    return [
         RankLogger(out / "ranks.csv"),
         NonFiniteLossGuard(),
         EpochSeed(config["seed"]),
         # saved at the end of each training epoch (after validation), so a resumed run restarts on an epoch
-        # boundary; best.ckpt only among epochs whose budget is final (see selection_rule)
+        # boundary; best.ckpt only among epochs whose budget is final (the mode's `selectable`)
         pl.callbacks.ModelCheckpoint(dirpath=out, filename="best", monitor="val_selection", mode="max",
                                      save_last=True, enable_version_counter=False, save_on_train_epoch_end=True),
+        *get_mode(config["mode"]).callbacks(config, model),
     ]
-    if config["mode"] in ("lowrank", "unstructured") and config["decay_warmup"] > 0:
-        callbacks.append(ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"]))
-    if config["mode"] == "lowrank" and config["finetune"] > 0 and config["target_rank"] is None \
-            and config["target_params"] is None:
-        callbacks.append(FineTune(config["finetune"]))
-    if config["target_rank"] is not None:
-        w, u = config["target_rank"]
-        callbacks.append(BudgetControl(target_ranks=runs.rank_targets(model, w, u),
-                                       deadline=config["budget_deadline"]))
-    elif config["target_params"] is not None:
-        callbacks.append(BudgetControl(target_params=config["target_params"], deadline=config["budget_deadline"]))
-    if config["mode"] == "gmp":
-        from cnn.pruning import GMPCallback
-
-        targets = runs.pruning_targets(model, config)
-        callbacks.append(GMPCallback({f"model.{k}": v for k, v in targets.items()}))
-    return callbacks
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -452,7 +373,7 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
     create_run_folder(config, out)
     callbacks = build_callbacks(config, out, model)
     callbacks.append(ResumableMetrics(out / "logs" / "metrics.csv" if resume_from else None))
-    task.selectable = selection_rule(config, task, callbacks)
+    task.selectable = get_mode(config["mode"]).selectable(config, task, callbacks)
     limit = config["limit_batches"]
     devices = config["devices"]
     trainer = pl.Trainer(
@@ -505,7 +426,7 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
         "sparsity": float(table.iloc[-1]["sparsity"]) if not table.empty else 0.0,
         "params_str_dense": int(table.iloc[-1]["params_dense"]) if not table.empty else 0,
         "params_str": int(table.iloc[-1]["params"]) if not table.empty else 0,
-        "params_dense": runs.count_params(runs.dense_twin(config, datamodule)),
+        "params_dense": runs.count_params(runs.build_model(config, datamodule)),
         "params_exported": runs.count_params(small),
         "macs_per_step_dense": int(table.iloc[-1]["macs_dense"]) if not table.empty else None,
         "macs_per_step": int(table.iloc[-1]["macs"]) if not table.empty else None,

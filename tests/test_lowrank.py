@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import strrnn
-from strrnn.lowrank import LowRankLinear, LowRankSTR
+from strrnn.low_rank import LowRankLinear, LowRankSTR
 
 
 def _originals(module, name="weight"):

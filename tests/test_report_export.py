@@ -4,7 +4,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import strrnn
-from strrnn.lowrank import LowRankLinear
+from strrnn.low_rank import LowRankLinear
 
 
 def _set_spectrum(layer, values, s):

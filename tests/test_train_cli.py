@@ -75,9 +75,24 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
 
     accuracy, confusion = evaluate(out)
     assert confusion.shape == (10, 10)
+    assert int(confusion.values.sum()) == 300  # the whole test split (training tested on --limit-batches of it)
+    assert accuracy == pytest.approx(float(confusion.values.trace()) / 300)
+
+
+@needs_fsdd
+@pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank", "--weight-decay", "1e-2",
+                                                                 "--finetune", "0.5"]])
+def test_evaluate_reproduces_the_test_accuracy_of_training(tmp_path, mode_args):
+    """The exported model, rebuilt from exported.pt by evaluate, scores exactly what training reported."""
+    from strrnn.evaluate import evaluate
+
+    out = tmp_path / "run"
+    args = ["--dataset", "fsdd", "--data-dir", str(FSDD), "--epochs", "2", "--batch-size", "100",
+            "--no-progress-bar", "--hidden-size", "8", *mode_args]
+    assert run_cli(args, out) == 0
+    accuracy, confusion = evaluate(out)
     assert int(confusion.values.sum()) == 300
-    if mode != "unstructured":  # the limited test split in training vs the full split here
-        assert 0.0 <= accuracy <= 1.0
+    assert accuracy == pytest.approx(summary(out)["test_acc"], abs=1e-6)
 
 
 @needs_fsdd
@@ -124,12 +139,15 @@ def test_config_file_with_command_line_override(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "nope"], "unknown --dataset 'nope'; choose one of: google12"),
     (["--mode", "sparse"], "unknown --mode 'sparse'; choose one of: dense, lowrank, fixed-rank, unstructured"),
-    (["--cell", "rnn"], "unknown --cell 'rnn'; choose one of: fastgrnn, fastrnn, lstm, gru"),
-    (["--mode", "lowrank", "--rank-w", "4"], "--rank-w only apply to --mode fixed-rank"),
-    (["--mode", "dense", "--target-rank", "4,5"], "--target-rank (budget control) needs --mode lowrank"),
+    (["--cell", "rnn"], "unknown --cell 'rnn'; choose one of: fastgrnn, fastrnn, gru, lstm"),
+    (["--mode", "lowrank", "--rank-w", "4"], "--rank-w only applies to --mode fixed-rank"),
+    (["--mode", "dense", "--target-rank", "4,5"], "--target-rank only applies to --mode lowrank"),
     (["--mode", "lowrank", "--target-rank", "4"], "--target-rank takes two positive integers"),
     (["--mode", "fixed-rank"], "--mode fixed-rank needs --rank-w/--rank-u or --budget-from"),
     (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
+    (["--mode", "lowrnak"], "(did you mean 'lowrank'?)"),
+    (["--mode", "gmp"], "--mode gmp needs exactly one of --sparsity F or --budget-from RUN_DIR"),
+    (["--mode", "lowrank", "--sparsity", "0.5"], "--sparsity only applies to --mode gmp or dnw or magnitude"),
 ])
 def test_bad_flags_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, args, message):
     assert train.main([*args, "--out", str(tmp_path / "x")]) == 2

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from .factored import factored_is_cheaper, low_rank_params, originals
 from .threshold import Threshold, attach, soft_threshold
 
 __all__ = [
@@ -49,6 +50,9 @@ __all__ = [
     "spectrum",
     "rank",
     "FACTOR_KINDS",
+    "originals",
+    "low_rank_params",
+    "factored_is_cheaper",
 ]
 
 FACTOR_KINDS = ("free", "orthogonal")
@@ -236,12 +240,6 @@ def _find(module: nn.Module, name: str) -> LowRankSTR | None:
     return None
 
 
-def _originals(module: nn.Module, name: str) -> tuple[torch.Tensor, ...]:
-    plist = module.parametrizations[name]
-    count = sum(1 for key in plist._parameters if key.startswith("original"))
-    return tuple(getattr(plist, f"original{i}") for i in range(count))
-
-
 def low_rank_factors(module: nn.Module, name: str = "weight"):
     """``(left (out, r), spectrum (r,), right (r, in))`` of a LowRankSTR tensor, or ``None`` if it has none.
 
@@ -250,7 +248,7 @@ def low_rank_factors(module: nn.Module, name: str = "weight"):
     p = _find(module, name)
     if p is None:
         return None
-    return p.factors(*_originals(module, name))
+    return p.factors(*originals(module, name))
 
 
 def spectrum(module: nn.Module, name: str = "weight") -> torch.Tensor:
@@ -263,7 +261,7 @@ def spectrum(module: nn.Module, name: str = "weight") -> torch.Tensor:
     if p is None:
         raise ValueError(f"{type(module).__name__}.{name} carries no LowRankSTR parametrization")
     with torch.no_grad():
-        return p.thresholded(_originals(module, name)[1]).detach().clone()
+        return p.thresholded(originals(module, name)[1]).detach().clone()
 
 
 def rank(module: nn.Module, name: str = "weight") -> int:

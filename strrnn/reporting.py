@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .lowrank import LowRankSTR, _originals
+from .low_rank import LowRankSTR, low_rank_params, originals
 from .unstructured import UnstructuredSTR
 
 __all__ = ["report", "iter_str_tensors", "REPORT_COLUMNS"]
@@ -39,15 +39,10 @@ def iter_str_tensors(model: nn.Module):
                     yield path, module, name, p
 
 
-def low_rank_params(out_features: int, in_features: int, rank: int) -> int:
-    """Parameters of a rank-``rank`` ``(out, in)`` matrix after export: ``min(r·(out+in), out·in)``."""
-    return min(rank * (out_features + in_features), out_features * in_features)
-
-
 def _row(path: str, module: nn.Module, name: str, p) -> dict:
     with torch.no_grad():
         if isinstance(p, LowRankSTR):
-            m = _originals(module, name)[1]
+            m = originals(module, name)[1]
             r = p.rank_of(m)
             out, inp = p.matrix_shape
             dense = out * inp

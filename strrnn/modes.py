@@ -1,0 +1,361 @@
+"""Training modes: one registry entry per ``--mode``, each defined once.
+
+A :class:`Mode` says what the mode validates, how it is applied to a freshly built model, which Lightning callbacks
+it needs, when an epoch may become ``best.ckpt``, and how an exported model of the mode is rebuilt for loading.
+The CLI's ``--mode`` choices are the registry's names; adding a mode is one :func:`register_mode` call.
+
+    dense         the model as built
+    lowrank       LowRankSTR on every recurrent W and U: STR learns the ranks
+    fixed-rank    vanilla factorization at --rank-w/--rank-u, or at the ranks an STR run learned (--budget-from)
+    unstructured  UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity
+    gmp, dnw, magnitude   the CNN pruning baselines of package ``cnn`` at --sparsity or an STR run's budget
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from cnn.budget import budget_targets
+from cnn.pruning import GMPCallback, apply_dnw, apply_magnitude_pruning
+
+from .callbacks import BudgetControl, FineTune, ThresholdDecayWarmup
+from .low_rank import LowRankSTR, lowrank, lowrank_rnn, originals
+from .reporting import iter_str_tensors
+from .task import ranks_frozen
+from .unstructured import sparsify
+
+__all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS",
+           "learned_rank_targets", "budget_ranks"]
+
+
+class UsageError(ValueError):
+    """Bad command-line or config input: reported in one line with exit status 2, no traceback."""
+
+
+def _nothing(*_args) -> None:
+    return None
+
+
+def _no_callbacks(config: dict, model: nn.Module) -> list:
+    return []
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One training mode.
+
+    Attributes:
+        name: the ``--mode`` value.
+        summary: one line for ``--help``.
+        apply: ``(model, config) -> None``: parametrize a freshly built model (before the optimizer exists).
+        flags: the mode-specific flags (:data:`MODE_FLAGS`) this mode accepts.
+        validate: ``(config) -> None``: raise :class:`UsageError` for a configuration the mode cannot run.
+        callbacks: ``(config, model) -> [Callback]``: the Lightning callbacks the mode needs.
+        selectable: ``(config, task, callbacks) -> (() -> bool) | None``: when an epoch may become
+            ``best.ckpt`` (None: any epoch) — only once the budget the mode learns or schedules is final.
+        reload: ``(model, config, ranks) -> None``: parametrize a fresh model so that an exported state dict
+            of this mode loads into it (default: :attr:`apply`).
+        thresholds: the mode learns STR thresholds (their decay is warmed up).
+    """
+
+    name: str
+    summary: str
+    apply: Callable[[nn.Module, dict], None]
+    flags: frozenset[str] = frozenset()
+    validate: Callable[[dict], None] = _nothing
+    callbacks: Callable[[dict, nn.Module], list] = _no_callbacks
+    selectable: Callable[..., Callable[[], bool] | None] = _nothing
+    reload: Callable[[nn.Module, dict, dict], None] | None = None
+    thresholds: bool = False
+
+
+MODES: dict[str, Mode] = {}
+
+# flags that only some modes accept (every other flag applies to every mode)
+MODE_FLAGS = ("rank_w", "rank_u", "budget_from", "sparsity", "target_rank", "target_params")
+
+
+def register_mode(mode: Mode) -> Mode:
+    """Add ``mode`` to the registry (replacing one of the same name); return it."""
+    unknown = set(mode.flags) - set(MODE_FLAGS)
+    if unknown:
+        raise ValueError(f"mode {mode.name!r} accepts unknown mode flags {sorted(unknown)}; known: {MODE_FLAGS}")
+    MODES[mode.name] = mode
+    return mode
+
+
+def mode_names() -> list[str]:
+    """Registered mode names, in registration order."""
+    return list(MODES)
+
+
+def get_mode(name: str) -> Mode:
+    """The registered mode ``name``.
+
+    Raises:
+        UsageError: unknown name; the message lists the modes and suggests the closest one.
+    """
+    if name not in MODES:
+        close = difflib.get_close_matches(str(name), MODES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"unknown --mode {name!r}; choose one of: {', '.join(MODES)}{hint}")
+    return MODES[name]
+
+
+def check_mode_flags(config: dict) -> None:
+    """Refuse mode-specific flags given to a mode that does not accept them, then run the mode's own checks."""
+    mode = get_mode(config["mode"])
+    for flag in MODE_FLAGS:
+        if config.get(flag) is not None and flag not in mode.flags:
+            takers = [m.name for m in MODES.values() if flag in m.flags]
+            raise UsageError(f"--{flag.replace('_', '-')} only applies to --mode {' or '.join(takers)} "
+                             f"(got --mode {mode.name})")
+    mode.validate(config)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --- dense ----------------------------------------------------------------------------------------------------
+register_mode(Mode("dense", "the model as built", apply=_nothing))
+
+
+# --- lowrank --------------------------------------------------------------------------------------------------
+def _apply_lowrank(model: nn.Module, config: dict) -> None:
+    lowrank_rnn(model, factors=config["factors"], g=config.get("g") or "exp", s_init=config["s_init"],
+                min_rank=config["min_rank"])
+
+
+def _validate_lowrank(config: dict) -> None:
+    if config.get("target_rank") is not None and config.get("target_params") is not None:
+        raise UsageError("give either --target-rank or --target-params, not both")
+    if config.get("target_rank") is not None:
+        config["target_rank"] = parse_pair(config["target_rank"], "--target-rank")
+    if config.get("target_params") is not None and config["target_params"] < 1:
+        raise UsageError(f"--target-params must be a positive number of parameters, got {config['target_params']}")
+
+
+def _budget_controlled(config: dict) -> bool:
+    return config.get("target_rank") is not None or config.get("target_params") is not None
+
+
+def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
+    callbacks = []
+    if config["decay_warmup"] > 0:
+        callbacks.append(ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"]))
+    if config.get("target_rank") is not None:
+        w, u = config["target_rank"]
+        callbacks.append(BudgetControl(target_ranks=learned_rank_targets(model, w, u),
+                                       deadline=config["budget_deadline"]))
+    elif config.get("target_params") is not None:
+        callbacks.append(BudgetControl(target_params=config["target_params"], deadline=config["budget_deadline"]))
+    elif config["finetune"] > 0:
+        callbacks.append(FineTune(config["finetune"]))
+    return callbacks
+
+
+def _lowrank_selectable(config: dict, task, callbacks):
+    if config["finetune"] > 0 or _budget_controlled(config):
+        return lambda: ranks_frozen(task.model)
+    return None
+
+
+def _reload_low_rank(model: nn.Module, config: dict, ranks: dict) -> None:
+    """A fresh STR model frozen at the exported ranks, so that export gives factors of the stored shapes."""
+    get_mode(config["mode"]).apply(model, config)
+    for key, rank in ranks.items():
+        module_path, _, name = key.rpartition(".")
+        module = model.get_submodule(module_path)
+        p = next(q for q in module.parametrizations[name] if isinstance(q, LowRankSTR))
+        if p.threshold is not None:
+            with torch.no_grad():
+                # distinct magnitudes, so that freezing keeps exactly `rank` entries
+                originals(module, name)[1].copy_(torch.linspace(1.0, 0.5, p.max_rank))
+            p.freeze_rank(rank)
+
+
+register_mode(Mode(
+    "lowrank", "LowRankSTR on every recurrent W and U: STR learns the ranks", apply=_apply_lowrank,
+    flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank, callbacks=_lowrank_callbacks,
+    selectable=_lowrank_selectable, reload=_reload_low_rank, thresholds=True,
+))
+
+
+# --- fixed-rank -----------------------------------------------------------------------------------------------
+# what must agree between an STR run and a fixed-rank run trained at its ranks: the same tensor names can mean
+# different shapes (an LSTM's W is 4H x in, a FastGRNN's H x in), so a mismatch would train the wrong budget
+_ARCHITECTURE_KEYS = ("model", "cell", "hidden_size", "num_layers", "features")
+
+
+def budget_ranks(run_dir: str | os.PathLike, config: dict | None = None) -> dict[str, int]:
+    """The ranks an STR run folder learned, ``{"rnn.cells.0.W": r_W, ...}``, checked against ``config``'s model.
+
+    Raises:
+        UsageError: not a finished run folder, a run that learned no ranks, or a different architecture.
+    """
+    path = Path(run_dir)
+    summary = path / "summary.json"
+    if not summary.is_file():
+        raise UsageError(f"--budget-from {path}: no summary.json there (is it a finished strrnn.train run folder?)")
+    ranks = json.loads(summary.read_text()).get("ranks") or {}
+    if not ranks:
+        raise UsageError(f"--budget-from {path}: that run learned no ranks (was it --mode lowrank?)")
+    source_config = path / "config.yaml"
+    if config is not None and source_config.is_file():
+        source = yaml.safe_load(source_config.read_text()) or {}
+        # an unset --model means the data set's default model: comparable only when both runs name one
+        differ = [f"{_flag(k)} {config.get(k)} here, {source[k]} there"
+                  for k in _ARCHITECTURE_KEYS if k in source and source[k] != config.get(k)
+                  and not (k == "model" and None in (source[k], config.get(k)))]
+        if differ:
+            raise UsageError(f"--budget-from {path}: that run trained a different model ({'; '.join(differ)}); "
+                             "pass the same model flags as the STR run")
+    return {k: int(v) for k, v in ranks.items()}
+
+
+def _fixed_at(model: nn.Module, config: dict, ranks: dict[str, int]) -> None:
+    for key, rank in ranks.items():
+        path, _, name = key.rpartition(".")
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise UsageError(f"--budget-from: tensor {key} does not exist in this model") from None
+        lowrank(module, name, max_rank=rank, threshold=False, factors=config["factors"])
+
+
+def _apply_fixed_rank(model: nn.Module, config: dict) -> None:
+    if config.get("budget_from"):
+        _fixed_at(model, config, budget_ranks(config["budget_from"], config))
+    else:  # an unspecified rank means full rank for that weight (of every layer)
+        max_rank = {"W": config.get("rank_w"), "U": config.get("rank_u")}
+        lowrank_rnn(model, max_rank=max_rank, threshold=False, factors=config["factors"])
+
+
+def _validate_fixed_rank(config: dict) -> None:
+    explicit = config.get("rank_w") is not None or config.get("rank_u") is not None
+    if config.get("budget_from") is None and not explicit:
+        raise UsageError("--mode fixed-rank needs --rank-w/--rank-u or --budget-from RUN_DIR")
+    if config.get("budget_from") is not None and explicit:
+        raise UsageError("give either --budget-from or --rank-w/--rank-u, not both")
+    for key in ("rank_w", "rank_u"):
+        if config.get(key) is not None and config[key] < 1:
+            raise UsageError(f"{_flag(key)} must be a positive rank, got {config[key]}")
+
+
+def _reload_fixed_rank(model: nn.Module, config: dict, ranks: dict) -> None:
+    if config.get("budget_from"):  # the STR run may be gone: the ranks were stored with the export
+        _fixed_at(model, config, ranks)
+    else:
+        _apply_fixed_rank(model, config)
+
+
+register_mode(Mode(
+    "fixed-rank", "vanilla factorization at --rank-w/--rank-u or at the ranks of --budget-from RUN",
+    apply=_apply_fixed_rank, flags=frozenset({"rank_w", "rank_u", "budget_from"}), validate=_validate_fixed_rank,
+    reload=_reload_fixed_rank,
+))
+
+
+# --- unstructured ---------------------------------------------------------------------------------------------
+def _apply_unstructured(model: nn.Module, config: dict) -> None:
+    sparsify(model, g=config.get("g") or "sigmoid", s_init=config["s_init"])
+
+
+def _unstructured_callbacks(config: dict, model: nn.Module) -> list:
+    return [ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"])] if config["decay_warmup"] > 0 else []
+
+
+def _last_epoch(config: dict, task, callbacks):
+    # thresholds move until the end: the final model carries the learned budget
+    return lambda: task.trainer.current_epoch == task.trainer.max_epochs - 1
+
+
+register_mode(Mode(
+    "unstructured", "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
+    apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch, thresholds=True,
+))
+
+
+# --- CNN pruning baselines (package cnn) ----------------------------------------------------------------------
+def pruning_targets(model: nn.Module, config: dict) -> dict[str, float]:
+    """Per-layer sparsity targets of a pruning baseline: ``--sparsity`` spread uniformly or by ERK, or the
+    budget an unstructured STR run learned (``--budget-from``)."""
+    return budget_targets(model, budget_from=config.get("budget_from"), sparsity=config.get("sparsity"),
+                          distribution=config.get("budget_distribution", "uniform"))
+
+
+def _validate_pruning(config: dict) -> None:
+    if (config.get("sparsity") is None) == (config.get("budget_from") is None):
+        raise UsageError(f"--mode {config['mode']} needs exactly one of --sparsity F or --budget-from RUN_DIR")
+    if config.get("sparsity") is not None and not 0 <= config["sparsity"] < 1:
+        raise UsageError(f"--sparsity is a fraction in [0, 1), got {config['sparsity']}")
+    if config.get("budget_distribution", "uniform") not in ("uniform", "erk"):
+        raise UsageError(f"unknown --budget-distribution {config['budget_distribution']!r}; choose one of: "
+                         "uniform, erk")
+
+
+def _gmp_callbacks(config: dict, model: nn.Module) -> list:
+    # the Lightning module holds the model as `model`: its paths carry that prefix
+    return [GMPCallback({f"model.{k}": v for k, v in pruning_targets(model, config).items()})]
+
+
+def _gmp_selectable(config: dict, task, callbacks):
+    gmp = next(c for c in callbacks if isinstance(c, GMPCallback))
+    return lambda: gmp.scheduler is not None and task.trainer.global_step >= gmp.scheduler.end_step
+
+
+_PRUNING = frozenset({"sparsity", "budget_from"})
+register_mode(Mode(
+    "gmp", "gradual magnitude pruning (cubic schedule) to --sparsity or an STR run's budget",
+    apply=_nothing,  # masks are registered by GMPCallback, which also schedules them
+    flags=_PRUNING, validate=_validate_pruning, callbacks=_gmp_callbacks, selectable=_gmp_selectable,
+    reload=_nothing,  # exported: masks folded into plain weights
+))
+def _apply_dnw(model: nn.Module, config: dict) -> None:
+    apply_dnw(model, pruning_targets(model, config))
+
+
+def _apply_magnitude(model: nn.Module, config: dict) -> None:
+    apply_magnitude_pruning(model, pruning_targets(model, config))
+
+
+register_mode(Mode(
+    "dnw", "discovering neural wirings: top-k weights forward, dense gradients", apply=_apply_dnw,
+    flags=_PRUNING, validate=_validate_pruning, reload=_nothing,
+))
+register_mode(Mode(
+    "magnitude", "one-shot magnitude pruning at initialization", apply=_apply_magnitude,
+    flags=_PRUNING, validate=_validate_pruning, reload=_nothing,
+))
+
+
+# --- shared helpers -------------------------------------------------------------------------------------------
+def parse_pair(value, flag: str) -> list[int]:
+    """``"W,U"`` (or a two-item list) as two positive integers. Raises :class:`UsageError`."""
+    parts = list(value) if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        pair = [int(x) for x in parts]
+    except ValueError:
+        raise UsageError(f"{flag} takes two integers 'W,U', got {value!r}") from None
+    if len(pair) != 2 or min(pair) < 1:
+        raise UsageError(f"{flag} takes two positive integers 'W,U', got {value!r}")
+    return pair
+
+
+def learned_rank_targets(model: nn.Module, rank_w: int, rank_u: int) -> dict[str, int]:
+    """``--target-rank W,U`` as ``{"<path>.W": rank_w, "<path>.U": rank_u}`` over every recurrent cell."""
+    targets = {}
+    for path, _module, name, p in iter_str_tensors(model):
+        if isinstance(p, LowRankSTR) and name in ("W", "U"):
+            targets[f"{path}.{name}"] = rank_w if name == "W" else rank_u
+    return targets
