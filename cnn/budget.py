@@ -9,12 +9,13 @@ converts.) Budgets feed ``cnn.pruning.GMPScheduler`` / ``GMPCallback`` / ``apply
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 from torch import nn
+
+from strrnn.selection import WEIGHT_LAYERS, select_weights
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -27,34 +28,19 @@ __all__ = [
     "uniform_budget",
 ]
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _matches(name: str, patterns: Iterable[str] | None) -> bool:
-    # a pattern is a module path, a path prefix ("layer1" selects all under it) or an fnmatch pattern
-    # ("layer*.0.conv1", as strrnn.sparsify takes)
-    return any(name == p or name.startswith(p + ".") or fnmatch.fnmatchcase(name, p) for p in patterns or ())
+PRUNABLE = WEIGHT_LAYERS
 
 
 def prunable_layers(
     model: nn.Module, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
 ) -> dict[str, nn.Module]:
-    """Conv/Linear modules of ``model`` by path, in definition order.
+    """Conv/Linear modules of ``model`` by path, in definition order (:func:`strrnn.selection.select_weights`).
 
     ``include`` (paths, path prefixes or fnmatch patterns) keeps only those; ``exclude`` drops those — e.g.
     ``exclude=["conv1", "fc"]`` keeps ResNet's first conv and classifier dense.
     """
-    include, exclude = list(include or []), list(exclude or [])
-    layers = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, PRUNABLE):
-            continue
-        if include and not _matches(name, include):
-            continue
-        if _matches(name, exclude):
-            continue
-        layers[name] = module
-    return layers
+    include = list(include) if include else None
+    return {path: module for path, module, _ in select_weights(model, include, exclude, recurrent=False)}
 
 
 def _check_fraction(name: str, value: float) -> float:

@@ -18,6 +18,7 @@ Registered names (``cnn.models.build(name, num_classes, **kw)``):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -233,15 +234,23 @@ def available() -> list[str]:
     return sorted(MODELS)
 
 
-def build(name: str, num_classes: int, **kwargs) -> nn.Module:
+def build(name: str, num_classes: int, in_chans: int | None = None, **kwargs) -> nn.Module:
     """Build a registered CNN by name: ``build("resnet50", 1000)`` maps (N, C, H, W) → (N, num_classes).
 
-    Extra keyword arguments go to the model's factory (``width_mult`` for ``mobilenetv1``,
-    ``in_channels``, ``small_input`` for the ResNets, ``channels`` for the small CNNs). An unknown name
-    raises a ``ValueError`` listing the choices.
+    ``num_classes`` and ``in_chans`` (input channels C) are the vocabulary every strrnn registry shares
+    (timm's; ``strrnn.models.build`` takes the same). Extra keyword arguments go to the model's factory
+    (``width_mult`` for ``mobilenetv1``, ``small_input`` for the ResNets, ``channels`` for the small CNNs).
+    An unknown name raises a ``ValueError`` listing the choices.
     """
     if name not in MODELS:
         raise ValueError(f"unknown CNN model {name!r}; choices: {', '.join(available())}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
+    if "in_channels" in kwargs:  # the factories' own name, accepted for older callers of build()
+        if in_chans is not None:
+            raise ValueError("give in_chans= or in_channels=, not both")
+        warnings.warn("build(..., in_channels=) is deprecated: pass in_chans=", FutureWarning, stacklevel=2)
+        in_chans = kwargs.pop("in_channels")
+    if in_chans is not None:
+        kwargs["in_channels"] = in_chans
     return MODELS[name](num_classes=num_classes, **kwargs)

@@ -29,34 +29,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from cnn.budget import (
-    budget_targets,
-    erk_budget,
-    global_sparsity,
-    load_budget,
-    prunable_layers,
-    resolve_budget,
-    uniform_budget,
-)
+from cnn.budget import load_budget, prunable_layers, resolve_budget, uniform_budget
 
 __all__ = [
-    "DNWCallback",
     "DNWTopK",
     "GMPCallback",
     "GMPScheduler",
     "MagnitudeMask",
     "apply_dnw",
     "apply_magnitude_pruning",
-    "budget_targets",
     "cubic_sparsity",
-    "erk_budget",
     "fold_masks",
-    "global_sparsity",
     "layer_sparsity",
-    "load_budget",
     "magnitude_mask",
-    "resolve_budget",
-    "uniform_budget",
 ]
 
 
@@ -341,27 +326,6 @@ class GMPCallback(pl.Callback):
             self.scheduler.load_state_dict(state_dict)
         else:
             self._pending_state = state_dict
-
-
-class DNWCallback(pl.Callback):
-    """Lightning callback registering :class:`DNWTopK` on the LightningModule's layers in ``setup``.
-
-    ``targets``: a fraction for every selected layer, a budget ``{path: fraction}``, or a path to an
-    STR run folder / ``report.csv``.
-    """
-
-    def __init__(
-        self, targets, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
-    ) -> None:
-        super().__init__()
-        if isinstance(targets, str) or hasattr(targets, "__fspath__"):
-            targets = load_budget(targets)
-        self.targets, self.include, self.exclude = targets, include, exclude
-        self.parametrizations: dict[str, DNWTopK] | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.parametrizations is None:
-            self.parametrizations = apply_dnw(pl_module, self.targets, self.include, self.exclude)
 
 
 def layer_sparsity(

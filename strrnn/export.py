@@ -8,7 +8,6 @@ to that function (Python binds a submodule to its package's attribute of the sam
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from .callable_module import make_callable
 from .data import DataError
 from .exporting import export
+from .fileio import atomic_path
 from .runs import build_datamodule, load_exported
 
 __all__ = ["export_onnx", "main"]
@@ -49,23 +49,22 @@ def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1
     datamodule.setup("test")
     loader = iter(datamodule.test_dataloader())
     example = next(loader)[0]
-    tmp = onnx_path.with_name(onnx_path.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["features"],
-                          output_names=["logits"], dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    inputs = [example] + [batch[0] for _, batch in zip(range(batches - 1), loader)]
-    with torch.no_grad():
-        for x in inputs:
-            expected = model(x).numpy()
-            got = session.run(None, {"features": x.numpy()})[0]
-            worst = max(worst, float(np.abs(expected - got).max()))
-    if worst > atol:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"ONNX output differs from PyTorch by {worst:.3g} > {atol}; not written")
-    os.replace(tmp, onnx_path)
+    with atomic_path(onnx_path) as tmp:  # written only once onnxruntime agrees with PyTorch
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["features"],
+                              output_names=["logits"],
+                              dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        inputs = [example] + [batch[0] for _, batch in zip(range(batches - 1), loader)]
+        with torch.no_grad():
+            for x in inputs:
+                expected = model(x).numpy()
+                got = session.run(None, {"features": x.numpy()})[0]
+                worst = max(worst, float(np.abs(expected - got).max()))
+        if worst > atol:
+            raise ValueError(f"ONNX output differs from PyTorch by {worst:.3g} > {atol}; not written")
     return worst
 
 

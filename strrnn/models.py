@@ -4,13 +4,14 @@ STR is applied from outside: ``strrnn.lowrank_rnn(model)`` parametrizes the ``W`
 recurrent cell (found through the cells' ``recurrent_weights``), ``strrnn.sparsify(model)`` every
 Linear weight. A registry builds models by name::
 
-    model = strrnn.models.build("keyword_spotter", n_classes=12, cell="fastgrnn")
+    model = strrnn.models.build("keyword_spotter", num_classes=12, in_chans=32, cell="fastgrnn")
 
 Shapes: ``B`` batch, ``T`` frames, ``F`` features per frame, ``C`` classes.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -42,10 +43,25 @@ def available() -> list[str]:
     return sorted(MODELS)
 
 
-def build(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name; unknown names raise ``ValueError`` listing the choices."""
+def build(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model by name, in the vocabulary every strrnn registry shares (timm's):
+    ``num_classes`` (C) and ``in_chans`` (the input's channels: features per frame, F) — the same names
+    ``cnn.models.build`` takes. Other keyword arguments go to the model (``cell``, ``hidden_size``, ...).
+
+    Raises:
+        ValueError: unknown name (the message lists the choices).
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(available())}")
+    for old, new, value in (("n_classes", "num_classes", num_classes), ("n_features", "in_chans", in_chans)):
+        if old in kwargs:  # the constructors' own names, accepted for older callers of build()
+            if value is not None:
+                raise ValueError(f"give {new}= or {old}=, not both")
+            warnings.warn(f"build(..., {old}=) is deprecated: pass {new}=", FutureWarning, stacklevel=2)
+    if num_classes is not None:
+        kwargs["n_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["n_features"] = in_chans
     return MODELS[name](**kwargs)
 
 

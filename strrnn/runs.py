@@ -90,11 +90,11 @@ def build_model(config: dict, datamodule) -> nn.Module:
     """The model (no STR yet): a recurrent classifier for sequences, a CNN for images."""
     if _is_sequence(datamodule):
         name = config.get("model") or ("har" if config["dataset"].startswith("har") else "keyword_spotter")
-        return smodels.build(name, n_features=datamodule.num_features, n_classes=datamodule.num_classes,
+        return smodels.build(name, in_chans=datamodule.num_features, num_classes=datamodule.num_classes,
                              cell=config["cell"], hidden_size=config["hidden_size"], num_layers=config["num_layers"],
                              pooling=config.get("pooling", "last"))
     name = config.get("model") or "small_cnn"
-    return cnn_models.build(name, num_classes=datamodule.num_classes, in_channels=datamodule.input_shape[0])
+    return cnn_models.build(name, num_classes=datamodule.num_classes, in_chans=datamodule.input_shape[0])
 
 
 def export_model(model: nn.Module) -> nn.Module:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
@@ -141,7 +141,3 @@ class ClassificationTask(pl.LightningModule):
         if trainer is None:
             return 1
         return int(math.ceil(trainer.estimated_stepping_batches / max(1, trainer.max_epochs)))
-
-    def hparams_dict(self) -> dict:
-        """The optimizer configuration as a plain dict (for config.yaml / summary.json)."""
-        return asdict(self.optim)

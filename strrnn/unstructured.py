@@ -11,7 +11,6 @@ tensor with exact zeros; its per-layer sparsity is the budget STR learned.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,11 +18,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .selection import WEIGHT_LAYERS, select_weights
 from .threshold import Threshold, attach, soft_threshold
 
 __all__ = ["UnstructuredSTR", "sparse", "sparsify", "sparsity", "SPARSIFIABLE"]
 
-SPARSIFIABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SPARSIFIABLE = WEIGHT_LAYERS
 
 
 class UnstructuredSTR(nn.Module):
@@ -87,14 +87,6 @@ def sparse(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module
     return module
 
 
-def _matches(path: str, patterns: Iterable[str] | Callable[[str, nn.Module], bool] | None, module) -> bool:
-    if patterns is None:
-        return False
-    if callable(patterns):
-        return bool(patterns(path, module))
-    return any(fnmatch.fnmatchcase(path, p) for p in patterns)
-
-
 def sparsify(
     model: nn.Module,
     include: Iterable[str] | Callable[[str, nn.Module], bool] | None = None,
@@ -107,8 +99,8 @@ def sparsify(
 
     Args:
         model: any module; normalization layers and biases stay dense.
-        include: module paths (``fnmatch`` patterns such as ``"layer1.*"``) or a predicate
-            ``(path, module) -> bool``; ``None`` means every conv/linear layer.
+        include: module paths, path prefixes or ``fnmatch`` patterns (``"layer1"``, ``"layer*.0.conv1"``) or a
+            predicate ``(path, module) -> bool`` (:mod:`strrnn.selection`); ``None`` means every candidate.
         exclude: patterns or predicate of layers to keep dense (e.g. ``["conv1", "fc"]``).
         options: passed to :class:`UnstructuredSTR`.
 
@@ -118,16 +110,9 @@ def sparsify(
     Raises:
         ValueError: nothing matched (the message lists the candidate layer paths).
     """
-    candidates = []
-    for path, m in model.named_modules():
-        # recurrent cells declare their weight matrices (e.g. W and U); conv/linear layers have `weight`
-        names = getattr(type(m), "recurrent_weights", None) or (("weight",) if isinstance(m, SPARSIFIABLE) else ())
-        candidates += [(path, m, name) for name in names if _find(m, name) is None]
-    chosen = [
-        (path, m, name) for path, m, name in candidates
-        if (include is None or _matches(path, include, m)) and not _matches(path, exclude, m)
-    ]
+    chosen = [(path, m, name) for path, m, name in select_weights(model, include, exclude) if _find(m, name) is None]
     if not chosen:
+        candidates = select_weights(model)
         paths = ", ".join(dict.fromkeys(p for p, _, _ in candidates)) or "none"
         raise ValueError(f"sparsify matched no layer; conv/linear/recurrent layers of this model: {paths}")
     for _, module, name in chosen:

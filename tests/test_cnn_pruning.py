@@ -218,10 +218,10 @@ def test_budget_targets_takes_exactly_one_source(tmp_path):
         }
     )
     report.to_csv(tmp_path / "report.csv", index=False)
-    assert pruning.budget_targets(model, budget_from=tmp_path) == {"classifier": 0.6}
-    erk = pruning.budget_targets(model, sparsity=0.8, distribution="erk")
+    assert budget.budget_targets(model, budget_from=tmp_path) == {"classifier": 0.6}
+    erk = budget.budget_targets(model, sparsity=0.8, distribution="erk")
     assert budget.global_sparsity(model, erk) == pytest.approx(0.8)
     with pytest.raises(ValueError, match="not both"):
-        pruning.budget_targets(model, budget_from=tmp_path, sparsity=0.5)
+        budget.budget_targets(model, budget_from=tmp_path, sparsity=0.5)
     with pytest.raises(ValueError, match="erk"):
-        pruning.budget_targets(model, sparsity=0.5, distribution="random")
+        budget.budget_targets(model, sparsity=0.5, distribution="random")

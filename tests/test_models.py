@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_registry_builds_models_and_lists_choices():
     assert models.available() == ["har", "keyword_spotter"]
-    kws = build("keyword_spotter", n_classes=13, cell="lstm")
+    kws = build("keyword_spotter", num_classes=13, cell="lstm")
     assert isinstance(kws, KeywordSpotter) and kws.classifier.out_features == 13
     assert kws.rnn.cells[0].input_size == 32 and kws.rnn.hidden_size == 100
     har = build("har")
@@ -126,3 +126,18 @@ def test_unstructured_str_on_cell_weights_runs_through_the_dense_path():
     torch.testing.assert_close(out, ref_model(x), rtol=0, atol=1e-12)
     out.sum().backward()
     assert cell.parametrizations.W.original.grad is not None
+
+
+def test_both_registries_share_one_vocabulary():
+    from cnn import models as cnn_models
+
+    rnn = build("keyword_spotter", num_classes=5, in_chans=7, hidden_size=6)
+    assert rnn(torch.randn(2, 11, 7)).shape == (2, 5)
+    cnn = cnn_models.build("small_cnn", num_classes=5, in_chans=2)
+    assert cnn(torch.randn(2, 2, 16, 16)).shape == (2, 5)
+    with pytest.warns(FutureWarning, match="pass num_classes="):
+        assert build("keyword_spotter", n_classes=3, hidden_size=4).classifier.out_features == 3
+    with pytest.warns(FutureWarning, match="pass in_chans="):
+        cnn_models.build("small_cnn", num_classes=3, in_channels=3)
+    with pytest.raises(ValueError, match="not both"):
+        build("keyword_spotter", num_classes=3, n_classes=3)

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from .base import BaseDataModule, default_data_dir
 from .errors import DatasetNotFoundError, LayoutError
 
@@ -99,15 +98,8 @@ def load_split(base: Path, split: str, cache_dir: Path | None):
         raise ValueError(f"UCI HAR {split}: activity ids must lie in 1..6")
     if cached is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, x=x, y=y, subject=subject)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, cached)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(cached) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, x=x, y=y, subject=subject)
         for old in cache_dir.glob(f"har.{split}-*.npz"):
             if old != cached:
                 old.unlink(missing_ok=True)
