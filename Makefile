@@ -35,9 +35,9 @@ test: $(STAMP) espeak
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Every benchmark (benchmarks/suite.py): --quick is a smoke run under 10 minutes; the full suite resumes.
+# Every benchmark (python -m benchmarks.suite): --quick is a smoke run under 10 minutes; the full suite resumes.
 bench-quick: $(STAMP)
-	$(PY) benchmarks/suite.py --quick
+	$(PY) -m benchmarks.suite --quick
 
 bench: $(STAMP)
-	$(PY) benchmarks/suite.py
+	$(PY) -m benchmarks.suite

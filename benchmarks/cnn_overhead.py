@@ -1,7 +1,7 @@
 """STR overhead in unstructured mode: one training step of ResNet-18 with STR vs dense (CPU by default).
 
-    python benchmarks/cnn_overhead.py                     # batch 32, 64×64, 30 rounds after 3 warm-up
-    python benchmarks/cnn_overhead.py --rounds 40 --threads 2
+    python -m benchmarks.cnn_overhead                     # batch 32, 64×64, 30 rounds after 3 warm-up
+    python -m benchmarks.cnn_overhead --rounds 40 --threads 2
 
 A step is zero_grad + forward + cross-entropy + backward + SGD step (momentum 0.9, parameter groups from
 ``strrnn.param_groups``). Each round runs one step of each model, the order alternating round by round;
@@ -15,18 +15,13 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from timing import interleaved  # noqa: E402
-
-import strrnn  # noqa: E402
-from cnn import models  # noqa: E402
+import strrnn
+from benchmarks.timing import interleaved, ratios
+from cnn import models
 
 
 def make_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
@@ -52,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--s-init", type=float, default=-5.0, help="STR s_init (sigmoid(-5) ≈ 0.7% pruned)")
+    parser.add_argument("--s-init", type=float, default=-5.0, help="STR s_init (sigmoid(-5) ≈ 0.7%% pruned)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -67,8 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     strrnn.sparsify(sparse, s_init=args.s_init)
     steps = {"dense": make_step(dense, images, labels), "str": make_step(sparse, images, labels)}
     times = interleaved(steps, rounds=args.rounds, warmup=args.warmup)
-    first, second = list(steps)
-    ratios = [b / a for a, b in zip(times[first], times[second], strict=True)]
+    per_round = ratios(times, "str", "dense")
 
     figures = {
         "model": args.model,
@@ -78,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "dense_step_s_median": statistics.median(times["dense"]),
         "str_step_s_median": statistics.median(times["str"]),
-        "ratio_median": statistics.median(ratios),
-        "ratio_q25": statistics.quantiles(ratios, n=4)[0],
-        "ratio_q75": statistics.quantiles(ratios, n=4)[2],
+        "ratio_median": statistics.median(per_round),
+        "ratio_q25": statistics.quantiles(per_round, n=4)[0],
+        "ratio_q75": statistics.quantiles(per_round, n=4)[2],
         "str_sparsity_percent": float(strrnn.report(sparse).iloc[-1]["sparsity"]),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),

@@ -1,6 +1,6 @@
 """Unstructured STR vs GMP vs uniform magnitude pruning on real images (scikit-learn digits), through the CLI.
 
-    python benchmarks/cnn_sparsity.py [--seeds 0 1 2] [--strengths 4e-2 5e-2 8e-2] [--epochs 15] [--jobs 2] [--quick]
+    python -m benchmarks.cnn_sparsity [--seeds 0 1 2] [--strengths 4e-2 5e-2 8e-2] [--epochs 15] [--jobs 2] [--quick]
 
 For every seed: a dense run; STR (``--mode unstructured``) at each strength; then, at the overall sparsity each
 STR run reached, GMP with a uniform budget, GMP with STR's learned per-layer budget (``--budget-from``), and
@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from runner import train_run
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import RESULTS
+from benchmarks.runner import train_run
 
 
 def train(run_dir: Path, flags: list[str]) -> dict:
@@ -31,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None,
                         help="results folder (default: benchmarks/results/cnn_sparsity; --quick: "
-                             "benchmarks/results/quick/cnn_sparsity)")
+                             "benchmarks/results/cnn_sparsity/quick)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strengths", type=float, nargs="+", default=[4e-2, 5e-2, 8e-2])
     parser.add_argument("--epochs", type=int, default=15)
@@ -40,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.strengths, args.epochs = [0], [8e-2], 5
-    results = REPO / "benchmarks" / "results"
-    out = Path(args.out or (results / "quick" / "cnn_sparsity" if args.quick else results / "cnn_sparsity"))
+    results = RESULTS / "cnn_sparsity"
+    out = Path(args.out or (results / "quick" if args.quick else results))
     out.mkdir(parents=True, exist_ok=True)
     base = ["--dataset", "digits", "--model", "small_cnn", "--epochs", str(args.epochs), "--batch-size", "128",
             "--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4"]

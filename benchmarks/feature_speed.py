@@ -7,7 +7,7 @@ then times, in one process:
               every cached row through the dataset the loaders use.
 Optionally also the real FSDD corpus (8 kHz clips: includes resampling to 16 kHz).
 
-    python benchmarks/feature_speed.py [--clips 3000] [--workers 2] [--fsdd ../shared/data/fsdd]
+    python -m benchmarks.feature_speed [--clips 3000] [--workers 2] [--fsdd ../shared/data/fsdd]
 """
 
 from __future__ import annotations

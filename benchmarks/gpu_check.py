@@ -1,7 +1,7 @@
 """One-GPU check of the CNN and RNN training paths: throughput, peak memory, STR/dense ratios.
 
-    python benchmarks/gpu_check.py                       # CUDA if present (what gpu_check.sh runs)
-    python benchmarks/gpu_check.py --device cpu --steps 2  # CPU smoke run of the same code
+    python -m benchmarks.gpu_check                       # CUDA if present (what gpu_check.sh runs)
+    python -m benchmarks.gpu_check --device cpu --steps 2  # CPU smoke run of the same code
 
 1. ResNet-50, dense vs unstructured STR (``strrnn.sparsify``), ``--steps`` training steps each on random
    224×224 batches, bf16 autocast on CUDA (float32 on CPU), SGD momentum 0.875 with
@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import strrnn  # noqa: E402
-from cnn import models as cnn_models  # noqa: E402
+import strrnn
+from benchmarks.timing import interleaved, ratios
+from cnn import models as cnn_models
 
 
 def pick_device(name: str) -> torch.device:
@@ -63,29 +62,6 @@ def training_step(model, optimizer, inputs, labels, device, bf16):
     return step
 
 
-def time_pair(steps: dict, total_steps: int, block: int, warmup: int, device) -> dict[str, list[float]]:
-    """Seconds per step of each contender, measured in alternating blocks of ``block`` steps."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    synchronize(device)
-    per_step: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    done, round_index = 0, 0
-    while done < total_steps:
-        count = min(block, total_steps - done)
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(count):
-                steps[name]()
-            synchronize(device)
-            per_step[name].append((time.perf_counter() - start) / count)
-        done += count
-        round_index += 1
-    return per_step
-
-
 def peak_memory(device, build_and_step) -> float | None:
     """Peak allocated memory (GiB) of one fresh model's training steps, or None off CUDA."""
     if device.type != "cuda":
@@ -113,12 +89,14 @@ def measure_dense_vs_str(build, total_steps: int, block: int, warmup: int, devic
 
         memory[mode] = peak_memory(device, run_three)
     steps = {"dense": build("dense"), "str": build("str")}
-    return time_pair(steps, total_steps, block=block, warmup=warmup, device=device), memory
+    # two contenders: the rotated order alternates (dense str, str dense, ...) so drift hits both alike
+    per_step = interleaved(steps, rounds=math.ceil(total_steps / block), warmup=warmup, block=block,
+                           sync=lambda: synchronize(device))
+    return per_step, memory
 
 
 def summarize(label: str, unit: str, batch: int, per_step: dict[str, list[float]], memory: dict) -> dict:
-    ratios = [s / d for d, s in zip(per_step["dense"], per_step["str"], strict=True)]
-    result = {"ratio_str_over_dense": statistics.median(ratios)}
+    result = {"ratio_str_over_dense": statistics.median(ratios(per_step, "str", "dense"))}
     for name, times in per_step.items():
         seconds = statistics.median(times)
         result[name] = {
@@ -169,7 +147,7 @@ def check_keyword_spotter(args, device) -> dict:
 
     def build(mode: str):
         model = strrnn.models.build(
-            "keyword_spotter", n_features=features, n_classes=classes, cell="fastgrnn", hidden_size=100
+            "keyword_spotter", in_chans=features, num_classes=classes, cell="fastgrnn", hidden_size=100
         ).to(device)
         if mode == "str":
             strrnn.lowrank_rnn(model)
@@ -189,12 +167,14 @@ def check_keyword_spotter(args, device) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cuda:1, cpu")
-    parser.add_argument("--steps", type=int, default=50, help="ResNet-50 training steps per model")
+    parser.add_argument("--steps", type=int, default=50,
+                        help="ResNet-50 training steps per model (timed in blocks of 10: rounded up to whole blocks)")
     parser.add_argument(
         "--rnn-steps",
         type=int,
         default=None,
-        help="keyword-spotter steps per model (default 200, or --steps when that is below 10: the smoke run)",
+        help="keyword-spotter steps per model (default 200, or --steps when that is below 10: the smoke run; "
+        "timed in blocks of 20: rounded up to whole blocks)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=None, help="ResNet-50 batch (default 128 on CUDA, 4 on CPU)"

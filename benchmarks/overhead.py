@@ -1,6 +1,6 @@
 """STR overhead on single layers: forward+backward time with STR vs plain, as interleaved median ratios.
 
-    python benchmarks/overhead.py [--rounds 30] [--threads N]
+    python -m benchmarks.overhead [--rounds 30] [--threads N]
 
 Rows: nn.Linear(1024, 1024) with LowRankSTR (free, orthogonal) vs plain, batch 256; nn.Conv2d(64, 64, 3) on
 32×32 inputs with UnstructuredSTR vs plain, batch 256. Target: UnstructuredSTR ≤ 1.10×.
@@ -12,10 +12,10 @@ import argparse
 import statistics
 
 import torch
-from timing import interleaved, median_ratio
 from torch import nn
 
 import strrnn
+from benchmarks.timing import interleaved, median_ratio
 
 
 def train_step(layer: nn.Module, x: torch.Tensor) -> callable:

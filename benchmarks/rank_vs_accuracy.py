@@ -1,6 +1,6 @@
 """Rank vs accuracy on real speech (FSDD), through the training CLI — the paper's central RNN claim, tested.
 
-    python benchmarks/rank_vs_accuracy.py [--epochs 300] [--seeds 0 1 2] [--jobs 2] [--quick | --report-only]
+    python -m benchmarks.rank_vs_accuracy [--epochs 300] [--seeds 0 1 2] [--jobs 2] [--quick | --report-only]
 
 Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every seed:
 
@@ -12,7 +12,7 @@ Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every 
 
 Every run is a ``python -m strrnn.train`` process at one thread (small recurrent models train fastest that way);
 ``--jobs`` of them run side by side. A finished run is reused only if it was made with the same settings (see
-``runner.py``), so an interrupted suite resumes and a folder never mixes settings. Writes ``<out>/table.md``
+``benchmarks/runner.py``), so an interrupted suite resumes and a folder never mixes settings. Writes ``<out>/table.md``
 (STR beside its fixed-rank twins, mean ± std over seeds), ``<out>/table.csv``, ``<out>/claims.json`` (the paper's
 two claims, judged) and ``<out>/accuracy_vs_params.png``.
 """
@@ -26,20 +26,17 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from runner import StaleRunError, stale_settings, train_run  # noqa: E402
-
-from strrnn import compare  # noqa: E402
+from benchmarks import REPO, RESULTS
+from benchmarks.runner import StaleRunError, stale_settings, train_run
+from strrnn import compare
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "fsdd"))
     parser.add_argument("--out", default=None,
-                        help="results folder (default: benchmarks/results/rank_vs_accuracy_<epochs>ep; "
-                             "--quick: benchmarks/results/quick/rank_vs_accuracy)")
+                        help="results folder (default: benchmarks/results/rank_vs_accuracy/<epochs>ep; "
+                             "--quick: benchmarks/results/rank_vs_accuracy/quick)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strengths", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1],
@@ -56,9 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds, args.strengths, args.factors = 5, [0], [1e-1], ["free"]
-    results = REPO / "benchmarks" / "results"
-    out = Path(args.out or (results / "quick" / "rank_vs_accuracy" if args.quick
-                            else results / f"rank_vs_accuracy_{args.epochs}ep"))
+    results = RESULTS / "rank_vs_accuracy"
+    out = Path(args.out or (results / "quick" if args.quick else results / f"{args.epochs}ep"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     base = ["--dataset", "fsdd", "--data-dir", args.data_dir, "--epochs", str(args.epochs), "--hidden-size", "100",
             "--batch-size", "100", "--weight-decay", "1e-3"]

@@ -2,7 +2,8 @@
 
 Training step = forward + backward + Adam on a keyword-spotting batch: batch 100, 99 steps, input 32,
 hidden 100, a linear classifier on the final state, 12 classes. Each model is timed in interleaved
-rounds (one training step of every model per round, order rotated each round) and every figure is the
+rounds (one training step of every model per round, order rotated each round and reversed every other
+round: ``benchmarks.timing.interleaved(..., reverse_odd_rounds=True)``) and every figure is the
 median over rounds of the per-round ratio: this machine's speed drifts (and other jobs share it), so
 timing one model after another swings ratios by +-30%.
 
@@ -21,9 +22,9 @@ Rows (ratio = numerator / denominator, lower is faster):
 
 All of it at 1 thread and at torch's default thread count.
 
-    python benchmarks/rnn_speed.py                  # full (>= 30 rounds after warm-up)
-    python benchmarks/rnn_speed.py --quick          # a few rounds, for a smoke test
-    python benchmarks/rnn_speed.py --out benchmarks/results/rnn_speed.md
+    python -m benchmarks.rnn_speed                  # full (>= 30 rounds after warm-up)
+    python -m benchmarks.rnn_speed --quick          # a few rounds, for a smoke test
+    python -m benchmarks.rnn_speed --out benchmarks/results/rnn_speed/table.md
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import argparse
 import datetime
 import platform
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 import strrnn
+from benchmarks.timing import interleaved, ratios
 from strrnn.models import KeywordSpotter
 
 B, T, I, H, C = 100, 99, 32, 100, 12
@@ -127,7 +129,7 @@ def build_training_models():
         "fastgrnn_lr_free": _spotter(lowrank="free"),
         "fastgrnn_lr_orth": _spotter(lowrank="orthogonal"),
         "lstm_lr_free": _spotter("lstm", lowrank="free"),
-        # the ranks LSTM + STR learned on FSDD (benchmarks/results/rank_vs_accuracy_100ep)
+        # the ranks LSTM + STR learned on FSDD (benchmarks/results/rank_vs_accuracy/100ep)
         "lstm_lr_learned": _spotter("lstm", lowrank="free", max_rank={"W": 18, "U": 26}),
     }
     x = torch.randn(B, T, I)
@@ -158,27 +160,8 @@ TRAIN_ROWS = [
 ]
 
 
-def interleaved(fns: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Per-round wall times of every function, one call each per round, order rotated."""
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-    times = {n: [] for n in names}
-    for r in range(rounds):
-        k = r % len(names)
-        order = names[k:] + names[:k]
-        if r % 2:
-            order = order[::-1]
-        for n in order:
-            t0 = time.perf_counter()
-            fns[n]()
-            times[n].append(time.perf_counter() - t0)
-    return times
-
-
 def ratio_stats(times, num, den):
-    r = sorted(a / b for a, b in zip(times[num], times[den], strict=True))
+    r = sorted(ratios(times, num, den))
     q = statistics.quantiles(r, n=4) if len(r) >= 4 else [r[0], statistics.median(r), r[-1]]
     return statistics.median(r), q[0], q[2]
 
@@ -223,11 +206,11 @@ def inference_fns(full, small):
 def run(threads: int, rounds: int, warmup: int):
     torch.set_num_threads(threads)
     steps = build_training_models()
-    t = interleaved(steps, rounds, warmup)
+    t = interleaved(steps, rounds, warmup, reverse_odd_rounds=True)
     train = [(label, *ratio_stats(t, num, den), target) for label, num, den, target in TRAIN_ROWS]
     abs_ms = {n: statistics.median(v) * 1e3 for n, v in t.items()}
     full, small, mac_ratio = build_inference_models()
-    ti = interleaved(inference_fns(full, small), rounds, warmup)
+    ti = interleaved(inference_fns(full, small), rounds, warmup, reverse_odd_rounds=True)
     infer = [
         ("exported rank-(12,40) / full rank, batch 1 streaming (99 x step)", *ratio_stats(ti, "lr_stream",
                                                                                           "full_stream")),
@@ -281,12 +264,11 @@ def main(argv=None):
         results[n] = run(n, rounds, warmup)
         print(markdown({n: results[n]}, rounds, warmup, "(partial)"), flush=True)
     torch.set_num_threads(default_threads)
-    import sys
-
-    command = "python " + " ".join(["benchmarks/rnn_speed.py", *sys.argv[1:]])
+    command = " ".join(["python -m benchmarks.rnn_speed", *sys.argv[1:]])
     text = markdown(results, rounds, warmup, command)
     if args.out:
         out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
         # hand-written notes (from a "## Notes" heading on) survive a rerun; the tables above them are rewritten
         previous = out.read_text() if out.is_file() else ""
         notes = previous[previous.index(NOTES):] if NOTES in previous else ""

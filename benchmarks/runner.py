@@ -22,10 +22,8 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from strrnn import train  # noqa: E402
+from benchmarks import REPO
+from strrnn import train
 
 # where a run's data lives does not change what it computed
 _IGNORED = train.OPERATIONAL | {"data_dir"}

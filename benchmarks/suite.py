@@ -1,13 +1,15 @@
 """Every benchmark in one command: speed ratios, rank vs accuracy (FSDD), CNN sparsity (digits).
 
-    python benchmarks/suite.py --quick     # smoke run of every benchmark, < 10 min on 2 cores
-    python benchmarks/suite.py             # the full suite (the figures in benchmarks/README.md)
-    python benchmarks/suite.py --only rank_vs_accuracy_100ep cnn_sparsity
+    python -m benchmarks.suite --quick     # smoke run of every benchmark, < 10 min on 2 cores
+    python -m benchmarks.suite             # the full suite (the figures in benchmarks/README.md)
+    python -m benchmarks.suite --only rank_vs_accuracy_100ep cnn_sparsity
 
-Each benchmark runs as its own process, one after another (the training suites run ``--jobs 2`` training
-processes side by side, one thread each); its output goes to ``<out>/logs/<name>.log`` and its wall time to
-``<out>/suite.md``. A failing benchmark is reported and the suite goes on; the exit status is 1 if any failed.
-The training suites resume: rerunning after an interruption reuses every finished run.
+Each benchmark runs as its own process (``python -m benchmarks.<script>`` in the repository root), one after
+another (the training suites run ``--jobs 2`` training processes side by side, one thread each); its output goes
+to ``<out>/logs/<name>.log`` and its wall time to ``<out>/suite.md``, where ``<out>`` is
+``benchmarks/results/suite`` (``--quick``: ``benchmarks/results/suite/quick``). A failing benchmark is reported
+and the suite goes on; the exit status is 1 if any failed. The training suites resume: rerunning after an
+interruption reuses every finished run.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from benchmarks import REPO, RESULTS
 
 # name -> (script, full arguments, quick arguments or None to skip it in --quick). The full suite reproduces
-# every published figure; quick runs write under results/quick and never over full results.
+# every published figure; quick runs write under results/<script>/quick and never over full results.
 BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "feature_speed": ("feature_speed", ["--clips", "3000"], ["--clips", "300"]),
-    "rnn_speed": ("rnn_speed", ["--out", "results/rnn_speed.md"], ["--quick"]),
+    "rnn_speed": ("rnn_speed", ["--out", "benchmarks/results/rnn_speed/table.md"], ["--quick"]),
     "overhead": ("overhead", ["--rounds", "20"], ["--rounds", "3"]),
     "cnn_overhead": ("cnn_overhead", ["--rounds", "20", "--threads", "1"], ["--rounds", "3", "--threads", "1"]),
     "rank_vs_accuracy_100ep": ("rank_vs_accuracy", ["--epochs", "100", "--jobs", "2"], ["--quick"]),
@@ -37,11 +38,10 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None]] = {
 
 
 def run_benchmark(script: str, args: list[str], log: Path) -> tuple[int, float]:
-    """Run ``benchmarks/<script>.py args`` with its output in ``log``; return (exit status, wall seconds)."""
+    """Run ``python -m benchmarks.<script> args`` with its output in ``log``; return (exit status, wall seconds)."""
     start = time.perf_counter()
     with log.open("w") as handle:
-        # the speed benchmarks import their helpers as siblings: run them from benchmarks/
-        status = subprocess.run([sys.executable, str(HERE / f"{script}.py"), *args], cwd=HERE, stdout=handle,
+        status = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *args], cwd=REPO, stdout=handle,
                                 stderr=subprocess.STDOUT).returncode
     return status, time.perf_counter() - start
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
                         help="run only these benchmarks")
     args = parser.parse_args(argv)
-    out = HERE / "results" / ("quick" if args.quick else "")
+    out = RESULTS / "suite" / ("quick" if args.quick else "")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     rows, failed, total = [], [], time.perf_counter()
     for name in args.only:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - total) / 60
     table = "\n".join(["| benchmark | arguments | wall s | status |", "|---|---|---|---|", *rows,
                        f"| **total** | | **{minutes * 60:.0f}** ({minutes:.1f} min) | |"])
-    (out / "suite.md").write_text(f"`python benchmarks/suite.py{' --quick' if args.quick else ''}`, "
+    (out / "suite.md").write_text(f"`python -m benchmarks.suite{' --quick' if args.quick else ''}`, "
                                   f"{time.strftime('%Y-%m-%d %H:%M')}\n\n{table}\n")
     print(table)
     return 1 if failed else 0

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from .factored import factored_is_cheaper, originals
+from .factored import caching_parametrizations, factored_is_cheaper, originals
 from .fastgrnn_kernel import KERNEL_NONLINEARITIES, fastgrnn_scan, fastrnn_scan
 
 __all__ = [
@@ -161,7 +161,7 @@ def read_weight(module: nn.Module, name: str) -> WeightOp:
     params = module._parameters
     if f"{name}_left" in params:
         return WeightOp(left=params[f"{name}_left"], right=params[f"{name}_right"])
-    if parametrize.is_parametrized(module, name) and not getattr(parametrize, "_cache_enabled", 0):
+    if parametrize.is_parametrized(module, name) and not caching_parametrizations():
         plist = module.parametrizations[name]
         factors = getattr(plist[0], "factors", None)
         if len(plist) == 1 and callable(factors):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-__all__ = ["originals", "low_rank_params", "factored_is_cheaper"]
+__all__ = ["originals", "low_rank_params", "factored_is_cheaper", "caching_parametrizations"]
 
 
 def originals(module: nn.Module, name: str) -> tuple[torch.Tensor, ...]:
@@ -40,3 +41,13 @@ def factored_is_cheaper(out_features: int, in_features: int, rank: int) -> bool:
     """Whether rank-``rank`` factors ``(out, r)·(r, in)`` cost fewer parameters and multiply-adds than the dense
     ``(out, in)`` matrix: ``r·(out+in) < out·in``. Export, the report and the recurrent runner all use this rule."""
     return rank * (out_features + in_features) < out_features * in_features
+
+
+def caching_parametrizations() -> bool:
+    """Whether the caller runs inside ``torch.nn.utils.parametrize.cached()``.
+
+    torch exposes no public query for this; the private flag is read here only, so a torch change breaks one
+    function. Inside the context every parametrized weight is computed once and reused, so reading factors
+    instead would bypass the cache.
+    """
+    return bool(getattr(parametrize, "_cache_enabled", 0))

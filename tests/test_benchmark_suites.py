@@ -1,4 +1,8 @@
-"""The benchmark suites' bookkeeping: reuse only matching runs, pair STR with its fixed-rank twin, judge claims."""
+"""The benchmark suites' bookkeeping: reuse only matching runs, pair STR with its fixed-rank twin, judge claims.
+
+``benchmarks`` is a package in the repository root, importable as the README runs the tests
+(``python -m pytest`` from the root puts the root on ``sys.path``).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks import rank_vs_accuracy, runner, suite
+from strrnn import train
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import rank_vs_accuracy  # noqa: E402
-import runner  # noqa: E402
-
-from strrnn import train  # noqa: E402
 
 FSDD = REPO.parent / "shared" / "data" / "fsdd"
 FLAGS = ["--dataset", "fsdd", "--epochs", "3", "--mode", "lowrank", "--threshold-decay", "0.1", "--seed", "1"]
@@ -95,7 +96,7 @@ def test_claims_pair_seeds_and_compare_with_the_same_cells_full_rank(tmp_path):
 @pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")
 def test_rank_vs_accuracy_end_to_end_on_fsdd(tmp_path):
     out = tmp_path / "suite"
-    command = [sys.executable, str(REPO / "benchmarks" / "rank_vs_accuracy.py"), "--epochs", "1", "--seeds", "0",
+    command = [sys.executable, "-m", "benchmarks.rank_vs_accuracy", "--epochs", "1", "--seeds", "0",
                "--strengths", "0.1", "--factors", "free", "--no-lstm", "--jobs", "2", "--out", str(out)]
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -107,26 +108,28 @@ def test_rank_vs_accuracy_end_to_end_on_fsdd(tmp_path):
     assert (out / "accuracy_vs_params.png").stat().st_size > 0
     # asking for other settings in the same folder is refused, and nothing there is touched
     before = (out / "dense-s0" / "summary.json").read_text()
-    second = subprocess.run([*command[:3], "2", *command[4:]], capture_output=True, text=True, cwd=REPO)
+    second = subprocess.run([*command[:4], "2", *command[5:]], capture_output=True, text=True, cwd=REPO)
     assert second.returncode != 0
     assert "epochs: 1 there, 2 asked" in second.stderr
     assert (out / "dense-s0" / "summary.json").read_text() == before
 
 
 def test_suite_runs_each_benchmark_logs_it_and_reports_failures(tmp_path, monkeypatch):
-    import suite
-
-    (tmp_path / "fine.py").write_text("import sys; print('ratio 1.00', sys.argv[1:])")
-    (tmp_path / "broken.py").write_text("raise SystemExit('no data here')")
-    monkeypatch.setattr(suite, "HERE", tmp_path)
+    package = tmp_path / "benchmarks"  # a stand-in repository: python -m benchmarks.<script> runs these
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "fine.py").write_text("import sys; print('ratio 1.00', sys.argv[1:])")
+    (package / "broken.py").write_text("raise SystemExit('no data here')")
+    monkeypatch.setattr(suite, "REPO", tmp_path)
+    monkeypatch.setattr(suite, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(suite, "BENCHMARKS", {"fine": ("fine", ["--full"], ["--fast"]), "broken": ("broken", [], []),
                                               "slow": ("missing", ["--x"], None)})
     assert suite.main(["--quick"]) == 1  # one failed, and the suite still ran the other
-    out = tmp_path / "results" / "quick"
+    out = tmp_path / "results" / "suite" / "quick"
     assert "ratio 1.00 ['--fast']" in (out / "logs" / "fine.log").read_text()
     assert "no data here" in (out / "logs" / "broken.log").read_text()
     table = (out / "suite.md").read_text()
     assert "| fine | `--fast` |" in table and "| ok |" in table and "| broken | `` |" in table and "| failed |" in table
     assert "slow" not in table  # not part of the quick suite
     assert suite.main(["--only", "fine"]) == 0
-    assert "['--full']" in (tmp_path / "results" / "logs" / "fine.log").read_text()
+    assert "['--full']" in (tmp_path / "results" / "suite" / "logs" / "fine.log").read_text()
