@@ -5,8 +5,8 @@
 Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every seed:
 
 1. full rank (``--mode dense``);
-2. STR low-rank at several threshold strengths, free and orthogonal factors;
-3. fixed-rank ("vanilla") training from scratch at exactly the ranks each STR run ended with, same factors
+2. STR low-rank (``strrnn.RankSchedule``) at several strengths;
+3. fixed-rank ("vanilla") training from scratch at exactly the ranks each STR run ended with, plain factors A·B
    (``--mode fixed-rank --budget-from <STR run>``), started as soon as that STR run finishes;
 4. one LSTM comparison: LSTM dense, LSTM + STR at the strongest strength, and its fixed-rank twin.
 
@@ -39,40 +39,33 @@ def main() -> None:
                              "--quick: benchmarks/results/rank_vs_accuracy/quick)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--strengths", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1],
-                        help="threshold decays (--threshold-decay) of the STR runs")
-    parser.add_argument("--factors", nargs="+", default=["free", "orthogonal"])
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.5, 0.7],
+                        help="--strength of the STR runs (fraction of each matrix's largest singular value)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threshold-lr", type=float, default=None, help="passed to every STR run")
     parser.add_argument("--no-lstm", action="store_true")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the fixed-rank runs at STR's ranks")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of the whole pipeline: 5 epochs, one seed, one strength, free factors")
+                        help="a smoke run of the whole pipeline: 5 epochs, one seed, one strength")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate every finished run folder already in --out")
     args = parser.parse_args()
     if args.quick:
-        args.epochs, args.seeds, args.strengths, args.factors = 5, [0], [1e-1], ["free"]
+        args.epochs, args.seeds, args.strengths = 5, [0], [0.7]
     results = RESULTS / "rank_vs_accuracy"
     out = Path(args.out or (results / "quick" if args.quick else results / f"{args.epochs}ep"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     base = ["--dataset", "fsdd", "--data-dir", args.data_dir, "--epochs", str(args.epochs), "--hidden-size", "100",
             "--batch-size", "100", "--weight-decay", "1e-3"]
 
-    tlr = ["--threshold-lr", str(args.threshold_lr)] if args.threshold_lr else []
     first: list[tuple[str, list[str]]] = []  # (run name, flags); per seed the LSTM runs, the slowest, go first
     for seed in args.seeds:
         s = ["--seed", str(seed)]
         if not args.no_lstm:
             first.append((f"lstm-str-{args.strengths[-1]:g}-s{seed}",
-                          ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", str(args.strengths[-1]),
-                           *tlr, *s]))
+                          ["--mode", "lowrank", "--cell", "lstm", "--strength", str(args.strengths[-1]), *s]))
             first.append((f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
-        for factors in args.factors:
-            for strength in args.strengths:
-                first.append((f"str-{factors}-{strength:g}-s{seed}",
-                              ["--mode", "lowrank", "--factors", factors, "--threshold-decay", str(strength),
-                               *tlr, *s]))
+        for strength in args.strengths:
+            first.append((f"str-{strength:g}-s{seed}", ["--mode", "lowrank", "--strength", str(strength), *s]))
         first.append((f"dense-s{seed}", ["--mode", "dense", *s]))
     if args.report_only:
         write_report(out, sorted(p.parent for p in out.glob("*/summary.json")))
@@ -129,8 +122,8 @@ def load_summary(run: Path) -> dict:
 
 
 def vanilla_twin(run: Path, flags: list[str]) -> tuple[str, list[str]] | None:
-    """Fixed-rank training from scratch at exactly the ranks the STR run ``run`` ended with: same cell, factors
-    and seed (``str-free-0.1-s0`` → ``vanilla-free-0.1-s0``, ``lstm-str-0.1-s0`` → ``lstm-vanilla-0.1-s0``)."""
+    """Fixed-rank training from scratch at exactly the ranks the STR run ``run`` ended with: same cell and seed,
+    plain factors (``str-0.5-s0`` → ``vanilla-0.5-s0``, ``lstm-str-0.7-s0`` → ``lstm-vanilla-0.7-s0``)."""
     if "-str-" not in f"-{run.name}":
         return None
     keep = [flag for i, flag in enumerate(flags)
@@ -169,7 +162,7 @@ def paired_groups(run_dirs) -> list[dict]:
         if s["mode"] == "dense":
             key = (s["cell"], "dense", "", 0.0)
         elif s["mode"] == "lowrank":
-            key = (s["cell"], "str", s["factors"], s["threshold_decay"])
+            key = (s["cell"], "str", s["factors"], s.get("strength", s["threshold_decay"]))
         else:
             continue
         group = groups.setdefault(key, dict(zip(("cell", "kind", "factors", "strength"), key), runs=[], vanilla=[]))

@@ -6,16 +6,16 @@ Two modes share one threshold engine (:mod:`strrnn.threshold`):
   weight matrix;
 * unstructured mode (:class:`UnstructuredSTR`): ``W_eff = S(W, k·sigmoid(s))`` learns each layer's sparsity.
 
-Typical use::
+Typical use (the low-rank recipe: :class:`RankSchedule`)::
 
     import strrnn
-    cell = strrnn.cells.FastGRNNCell(input_size=32, hidden_size=100)
-    strrnn.lowrank(cell, "W")
-    strrnn.lowrank(cell, "U", g="exp", s_init=-10.0)
-    opt = torch.optim.Adam(strrnn.param_groups(cell, weight_decay=1e-3), lr=1e-3)
-    ...
-    print(strrnn.report(cell))      # per-tensor rank / sparsity, threshold, parameters
-    small = strrnn.export(cell)     # plain modules: rank-r factors / exact zeros
+    model = strrnn.models.build("keyword_spotter", in_chans=32, num_classes=12)
+    strrnn.lowrank_rnn(model, factors="orthogonal")       # LowRankSTR on every recurrent W and U
+    opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
+    sched = strrnn.RankSchedule(model, opt, total_steps=epochs * len(loader), strength=0.5)
+    ...                                                   # opt.step(); sched.step() every batch
+    print(strrnn.report(model))     # per-tensor rank / sparsity, threshold, parameters
+    small = strrnn.export(model)    # plain modules: rank-r factors / exact zeros
 """
 
 from importlib import import_module
@@ -23,6 +23,7 @@ from importlib import import_module
 from .exporting import export, has_str
 from .low_rank import LowRankLinear, LowRankSTR, low_rank_factors, lowrank, lowrank_rnn, rank, spectrum
 from .reporting import report
+from .schedule import RankSchedule
 from .threshold import (
     Threshold,
     get_threshold_function,
@@ -40,7 +41,7 @@ __all__ = [
     "soft_threshold", "register_threshold_function", "get_threshold_function", "threshold_functions",
     "lowrank", "lowrank_rnn", "low_rank_factors", "rank", "spectrum",
     "sparse", "sparsify", "sparsity",
-    "param_groups", "report", "export", "has_str",
+    "param_groups", "RankSchedule", "report", "export", "has_str",
     "cells", "models", "data", "load",
 ]
 

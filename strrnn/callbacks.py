@@ -2,11 +2,10 @@
 
 * :class:`RankLogger` — per-epoch rank / sparsity / threshold of every STR tensor into ``ranks.csv``, and a
   warning when a threshold would remove every singular value (``min_rank`` holds).
-* :class:`BudgetControl` — drive the run to a requested rank per tensor or a total parameter count, then freeze
-  the ranks there (the paper's remedy for hitting an exact budget).
-* :class:`FineTune` — freeze the learned ranks for the last part of training and fine-tune at them.
-* :class:`ThresholdDecayWarmup` — ramp the threshold decay up over the first epochs (softens the cliff where a
-  strong decay cuts every rank at once).
+* :class:`RankScheduleCallback` — :class:`strrnn.RankSchedule` (the low-rank recipe, also for plain loops):
+  thresholds driven along a schedule, ranks frozen and released at its end or when a budget is met.
+* :class:`ThresholdDecayWarmup` — ramp the thresholds' decay up over the first epochs (unstructured STR: softens
+  the cliff where a strong decay cuts many weights at once).
 * :class:`NonFiniteLossGuard` — stop on a NaN/inf loss, naming epoch and step, before the optimizer step, so the
   last good checkpoint is kept.
 * :class:`EpochSeed` — reseed every epoch from ``(seed, epoch)`` so a resumed run sees the same batches.
@@ -30,52 +29,27 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .fileio import atomic_path, atomic_write_text, load_checkpoint_file
 from .low_rank import LowRankSTR, originals
-from .reporting import iter_str_tensors, low_rank_params, report
+from .reporting import iter_str_tensors, report
+from .schedule import RankSchedule
 
 log = logging.getLogger("strrnn")
 
 __all__ = [
     "RankLogger",
-    "BudgetControl",
+    "RankScheduleCallback",
     "ThresholdDecayWarmup",
-    "FineTune",
-    "freeze_ranks_and_relax",
     "NonFiniteLossGuard",
     "NonFiniteLossError",
     "ResumableMetrics",
     "EpochSeed",
     "AtomicCheckpointIO",
-    "atomic_write_text",
-    "str_group",
+    "threshold_group",
 ]
 
 
-def str_group(optimizer: torch.optim.Optimizer) -> dict | None:
-    """The ``"threshold"`` parameter group built by :func:`strrnn.param_groups`, if any."""
+def threshold_group(optimizer: torch.optim.Optimizer) -> dict | None:
+    """The ``"threshold"`` parameter group of :func:`strrnn.param_groups` (the thresholds ``s`` only), if any."""
     return next((g for g in optimizer.param_groups if g.get("name") == "threshold"), None)
-
-
-def freeze_ranks_and_relax(pl_module, optimizer: torch.optim.Optimizer | None) -> dict[str, int]:
-    """Freeze every low-rank tensor at its current rank and give spectra/thresholds the weights' decay.
-
-    The start of a fine-tuning phase: with the ranks fixed, the strong threshold decay has nothing left to do
-    but shrink the surviving spectrum, so it is relaxed to the decay of the weights. Returns the frozen ranks.
-    """
-    ranks = {}
-    for path, module, name, p in iter_str_tensors(pl_module):
-        if isinstance(p, LowRankSTR) and p.threshold is not None:
-            rank = p.rank_of(originals(module, name)[1])
-            p.freeze_rank(max(rank, p.min_rank))
-            ranks[f"{path.removeprefix('model.')}.{name}"] = p.rank_cap
-    if optimizer is not None:
-        weights = next((g for g in optimizer.param_groups if g.get("name") == "weights"), None)
-        decay = weights["weight_decay"] if weights is not None else 0.0
-        for group in optimizer.param_groups:
-            if group.get("name") in ("spectrum", "threshold"):
-                group["weight_decay"] = decay
-                group["base_weight_decay"] = decay
-                group["frozen"] = True
-    return ranks
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -164,7 +138,8 @@ def _fmt(value) -> str:
 
 
 class ThresholdDecayWarmup(pl.Callback):
-    """Scale the threshold group's weight decay linearly from 0 to its set value over the first ``epochs`` epochs.
+    """Scale the ``"threshold"`` group's weight decay (the thresholds ``s``; unstructured STR has no spectra)
+    linearly from 0 to its set value over the first ``epochs`` epochs.
 
     Stateless (derived from the global step), so it resumes exactly.
     """
@@ -176,7 +151,7 @@ class ThresholdDecayWarmup(pl.Callback):
         self._base: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        group = str_group(trainer.optimizers[0]) if trainer.optimizers else None
+        group = threshold_group(trainer.optimizers[0]) if trainer.optimizers else None
         if group is None or self.epochs == 0 or group.get("frozen"):
             return
         if self._base is None:
@@ -186,155 +161,51 @@ class ThresholdDecayWarmup(pl.Callback):
         group["weight_decay"] = group["base_weight_decay"] * min(1.0, progress)
 
 
-class BudgetControl(pl.Callback):
-    """Drive low-rank STR to a budget, then freeze the ranks there.
+class RankScheduleCallback(pl.Callback):
+    """Runs :class:`strrnn.RankSchedule` in a Lightning fit: built at the start of training over the task's model
+    and optimizer, stepped after every optimizer step, checkpointed with the run.
 
-    Args:
-        target_ranks: ``{"<module path>.<tensor>": rank}`` (paths as in :func:`strrnn.report`, without the
-            ``model.`` prefix of the Lightning module), or
-        target_params: total parameters after export of all low-rank tensors.
-        deadline: fraction of the training steps by which the budget must be reached; a tensor still above its
-            target then is frozen at it (the largest spectrum entries survive). The rest of training fine-tunes
-            at the frozen ranks.
-        boost: factor by which the threshold decay grows at each epoch end while the run is behind a linear
-            schedule from the dense size to the budget.
-
-    Every tensor is frozen with :meth:`LowRankSTR.freeze_rank`, so the final ranks equal the targets exactly
-    (``target_ranks``), or the total is at most ``target_params`` (within one rank step of a matrix).
+    ``options``: :class:`strrnn.RankSchedule`'s (``strength``, ``start``, ``end``, ``release``, ``rewarm``,
+    ``target_ranks`` — paths relative to the task's model — or ``target_params``). With ``rewarm`` the task's
+    learning-rate schedule (:class:`strrnn.task.ClassificationTask`) restarts where the ranks freeze.
     """
 
-    def __init__(self, target_ranks: dict[str, int] | None = None, target_params: int | None = None,
-                 deadline: float = 0.5, boost: float = 1.5) -> None:
-        if (target_ranks is None) == (target_params is None):
-            raise ValueError("BudgetControl needs exactly one of target_ranks or target_params")
-        if not 0 < deadline <= 1:
-            raise ValueError(f"deadline must be in (0, 1], got {deadline}")
-        self.target_ranks = dict(target_ranks or {})
-        self.target_params = target_params
-        self.deadline = deadline
-        self.boost = boost
-        self.frozen = False
+    def __init__(self, **options) -> None:
+        self.options = options
+        self.schedule: RankSchedule | None = None
+        self._pending: dict | None = None
 
-    def _tensors(self, pl_module) -> dict[str, tuple]:
-        out = {}
-        for path, module, name, p in iter_str_tensors(pl_module):
-            if isinstance(p, LowRankSTR):
-                out[f"{path.removeprefix('model.')}.{name}"] = (module, name, p)
-        return out
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        tensors = self._tensors(pl_module)
-        if not tensors:
-            raise ValueError("budget control needs low-rank STR tensors (use --mode lowrank)")
-        unknown = sorted(set(self.target_ranks) - set(tensors))
-        if unknown:
-            raise ValueError(f"budget targets name unknown tensors {unknown}; low-rank tensors: {sorted(tensors)}")
-        for key, rank in self.target_ranks.items():
-            p = tensors[key][2]
-            if not p.min_rank <= rank <= p.max_rank:
-                raise ValueError(f"target rank {rank} for {key} is outside [{p.min_rank}, {p.max_rank}]")
-        if self.target_params is not None:
-            floor = sum(low_rank_params(*p.matrix_shape, p.min_rank) for _, _, p in tensors.values())
-            if self.target_params < floor:
-                raise ValueError(f"target_params={self.target_params} is below what min_rank keeps ({floor})")
-
-    def _params(self, tensors) -> int:
-        return sum(low_rank_params(*p.matrix_shape, p.rank_of(originals(m, n)[1])) for m, n, p in tensors.values())
+    def on_train_start(self, trainer, pl_module) -> None:
+        model = getattr(pl_module, "model", pl_module)
+        self.schedule = RankSchedule(model, trainer.optimizers[0] if trainer.optimizers else None,
+                                     total_steps=max(1, int(trainer.estimated_stepping_batches)), **self.options)
+        if self._pending is not None:
+            self.schedule.load_state_dict(self._pending)
+            self._pending = None
+        self._share_restart(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.frozen:
+        if self.schedule is None:
             return
-        tensors = self._tensors(pl_module)
-        past_deadline = trainer.global_step >= self.deadline * trainer.estimated_stepping_batches
-        if self.target_params is None:
-            for key, target in self.target_ranks.items():
-                module, name, p = tensors[key]
-                if p.rank_cap == target and p.min_rank == target:
-                    continue
-                if past_deadline or p.rank_of(originals(module, name)[1]) <= target:
-                    p.freeze_rank(target)
-            self.frozen = all(tensors[k][2].rank_cap == t for k, t in self.target_ranks.items())
-        elif past_deadline or self._params(tensors) <= self.target_params:
-            self._freeze_to_params(tensors)
-            self.frozen = True
-        if self.frozen:
-            freeze_ranks_and_relax(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
-            log.info("budget reached at step %d: ranks frozen at %s", trainer.global_step,
-                     {k: p.rank_cap for k, (_, _, p) in tensors.items()})
+        was_done = self.schedule.done
+        self.schedule.step()
+        if self.schedule.done and not was_done:
+            log.info("ranks frozen at step %d: %s", self.schedule.steps, self.schedule.ranks())
+            self._share_restart(pl_module)
 
-    def _freeze_to_params(self, tensors) -> None:
-        ranks = {k: p.rank_of(originals(m, n)[1]) for k, (m, n, p) in tensors.items()}
-        shapes = {k: p.matrix_shape for k, (_, _, p) in tensors.items()}
-
-        def total(rs):
-            return sum(low_rank_params(*shapes[k], r) for k, r in rs.items())
-
-        # Past the deadline and still over budget: remove ranks one at a time from the tensor whose
-        # smallest surviving entry is weakest relative to its largest (the least useful direction).
-        while total(ranks) > self.target_params:
-            def weakness(key):
-                module, name, p = tensors[key]
-                spec = torch.sort(p.thresholded(originals(module, name)[1]).detach().abs(), descending=True).values
-                r = ranks[key]
-                return float(spec[r - 1] / spec[0]) if r > p.min_rank and spec[0] > 0 else math.inf
-            key = min(ranks, key=weakness)
-            if weakness(key) == math.inf:
-                break
-            ranks[key] -= 1
-        for key, (_, _, p) in tensors.items():
-            p.freeze_rank(ranks[key])
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.frozen or not trainer.optimizers:
-            return
-        group = str_group(trainer.optimizers[0])
-        if group is None:
-            return
-        tensors = self._tensors(pl_module)
-        dense = sum(low_rank_params(*p.matrix_shape, p.max_rank) for _, _, p in tensors.values())
-        if self.target_params is not None:
-            goal = self.target_params
-        else:
-            goal = sum(low_rank_params(*tensors[k][2].matrix_shape, r) for k, r in self.target_ranks.items())
-            goal += sum(low_rank_params(*p.matrix_shape, p.max_rank) for k, (_, _, p) in tensors.items()
-                        if k not in self.target_ranks)
-        progress = trainer.global_step / max(1.0, self.deadline * trainer.estimated_stepping_batches)
-        scheduled = dense - min(1.0, progress) * (dense - goal)
-        if self._params(tensors) > scheduled:
-            key = "base_weight_decay" if "base_weight_decay" in group else "weight_decay"
-            group[key] = max(group[key], 1e-4) * self.boost
-            if key == "base_weight_decay":
-                group["weight_decay"] *= self.boost
+    def _share_restart(self, pl_module) -> None:
+        # the task's learning-rate schedule restarts where the ranks froze (RankSchedule(rewarm=True))
+        if hasattr(pl_module, "lr_restart"):
+            pl_module.lr_restart = self.schedule.restart_step
 
     def state_dict(self) -> dict:
-        return {"frozen": self.frozen}
+        return self.schedule.state_dict() if self.schedule is not None else dict(self._pending or {})
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.frozen = bool(state_dict.get("frozen", False))
-
-
-class FineTune(pl.Callback):
-    """Freeze the learned ranks for the last ``fraction`` of the epochs and fine-tune at them.
-
-    STR's decay shrinks the spectrum while it searches for ranks, so its runs underfit; once the ranks are
-    frozen the decay is relaxed to the weights' and the surviving directions recover (the recurrent twin of
-    training at the budget STR found). Stateless: the frozen ranks live in the model, the relaxed decay in the
-    optimizer, both checkpointed.
-    """
-
-    def __init__(self, fraction: float) -> None:
-        if not 0 <= fraction < 1:
-            raise ValueError(f"fine-tuning fraction must be in [0, 1), got {fraction}")
-        self.fraction = fraction
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self.fraction == 0 or trainer.current_epoch < round((1 - self.fraction) * trainer.max_epochs):
-            return
-        group = str_group(trainer.optimizers[0]) if trainer.optimizers else None
-        if group is not None and group.get("frozen"):
-            return
-        ranks = freeze_ranks_and_relax(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
-        log.info("epoch %d: ranks frozen at %s; fine-tuning", trainer.current_epoch, ranks)
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state_dict)
+        elif state_dict:
+            self._pending = dict(state_dict)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -42,9 +42,11 @@ def compare(run_dirs) -> pd.DataFrame:
     for column in GROUP:
         if column not in runs:
             runs[column] = None
-    # the STR strength is the threshold decay (older summaries: the weight decay); meaningless for other modes
-    decay = runs["threshold_decay"] if "threshold_decay" in runs else runs["weight_decay"]
-    runs["strength"] = decay.where(runs["mode"].isin(["lowrank", "unstructured"]))
+    # the STR strength: summaries name it (lowrank: the schedule's strength or budget; unstructured: the threshold
+    # decay); older summaries only have the decays
+    decay = runs["threshold_decay"] if "threshold_decay" in runs else runs.get("weight_decay")
+    legacy = decay.where(runs["mode"].isin(["lowrank", "unstructured"])) if decay is not None else None
+    runs["strength"] = runs["strength"].where(runs["strength"].notna(), legacy) if "strength" in runs else legacy
     runs.loc[runs["mode"] == "dense", "factors"] = None
     grouped = runs.groupby(GROUP, dropna=False, sort=False)
     table = grouped.agg(
@@ -63,10 +65,11 @@ def compare(run_dirs) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """Markdown with accuracy as ``mean ± std`` in percent."""
-    lines = ["| dataset | mode | cell | factors | threshold decay | ranks (W,U) | W,U params (% of dense) "
+    lines = ["| dataset | mode | cell | factors | strength | ranks (W,U) | W,U params (% of dense) "
              "| model params | test acc % (mean ± std) | seeds |", "|" + "---|" * 10]
     for _, r in table.iterrows():
-        wd = "" if pd.isna(r["strength"]) else f"{r['strength']:g}"
+        wd = "" if pd.isna(r["strength"]) else (f"{r['strength']:g}" if isinstance(r["strength"], float)
+                                                 else str(r["strength"]))
         pct = "" if pd.isna(r["params_str_pct"]) else f" ({r['params_str_pct']:.0f}%)"
         lines.append(
             f"| {r['dataset']} | {r['mode']} | {r['cell']} | {'' if pd.isna(r['factors']) else r['factors']} "

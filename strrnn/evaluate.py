@@ -2,34 +2,78 @@
 
 The model is rebuilt from ``exported.pt`` (no strrnn parametrization, loaded with ``weights_only=True``); the
 test split is featurized with the normalization statistics stored with the run.
+
+``--data-dir`` names another dataset root of the same kind. A Speech Commands **test-set layout** folder (Google's
+canonical test set: word folders, ``_silence_/``, ``_unknown_/``) that the run did not train on is scored on every
+one of its clips -- the standard report of a model trained on the full archive::
+
+    python -m strrnn.evaluate --run runs/google12 --data-dir datasets/speech_commands_test_set_v0.02
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from . import data as sdata
+from .data.speech_commands import SpeechCommandsDataModule
 from .runs import build_datamodule, load_exported
 
 
+def _same_folder(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _score_whole_folder(datamodule, data_dir, trained_on, all_clips: bool | None) -> bool:
+    """Whether to score every clip of ``data_dir`` (a Speech Commands test-set layout folder)."""
+    testset = (isinstance(datamodule, SpeechCommandsDataModule) and datamodule.root.is_dir()
+               and datamodule.layout == "testset")
+    if all_clips and not testset:
+        raise ValueError(f"--all-clips scores a Speech Commands test-set layout folder (word folders, _silence_/, "
+                         f"_unknown_/); {datamodule.root} is not one")
+    if all_clips is None:  # by default: a test-set folder the run did not train on
+        return bool(testset and data_dir and not (trained_on and _same_folder(data_dir, trained_on)))
+    return bool(all_clips)
+
+
 @torch.no_grad()
-def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test") -> tuple[float, pd.DataFrame]:
-    """Accuracy (0…1) and confusion matrix (rows: true class, columns: predicted) of the exported model."""
+def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test",
+             all_clips: bool | None = None) -> tuple[float, pd.DataFrame]:
+    """Accuracy (0…1) and confusion matrix (rows: true class, columns: predicted) of the exported model.
+
+    ``all_clips``: score every clip of a Speech Commands test-set layout ``data_dir`` (``None``: when it is not the
+    folder the run trained on, whose speaker split would otherwise give the held-out test speakers only).
+    """
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     model, payload = load_exported(run_dir)
     config = dict(payload["config"])
+    trained_on = config.get("data_dir")
     if data_dir:
-        config["data_dir"] = data_dir
+        config["data_dir"] = str(data_dir)
     config["normalization"] = payload.get("normalization")
     config["synthetic"] = False  # never synthesize at evaluation time
+    config["download"] = False  # nor download
     datamodule = build_datamodule(config)
+    if _score_whole_folder(datamodule, data_dir, trained_on, all_clips):
+        if split != "test":
+            raise ValueError("every clip of a test-set layout folder is a test clip: use --split test")
+        datamodule.testset_split = "test"
     datamodule.setup("test" if split == "test" else "fit")
-    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     names = payload["class_names"]
+    if list(datamodule.class_names) != list(names):
+        raise ValueError(f"the data at {datamodule.root} has classes {datamodule.class_names}, the model "
+                         f"{names}: evaluate on a dataset with the run's label set")
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)
     for x, y in loader:
         pred = model(x).argmax(-1)
@@ -43,17 +87,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="run folder written by python -m strrnn.train")
     parser.add_argument("--data-dir", default=None, help="dataset root (default: the run's)")
     parser.add_argument("--split", default="test", choices=["test", "val"])
+    parser.add_argument("--all-clips", action=argparse.BooleanOptionalAction, default=None,
+                        help="score every clip of a Speech Commands test-set layout --data-dir (default: when it is "
+                             "not the folder the run trained on)")
     args = parser.parse_args(argv)
     try:
-        accuracy, confusion = evaluate(args.run, args.data_dir, args.split)
+        accuracy, confusion = evaluate(args.run, args.data_dir, args.split, args.all_clips)
     except (ValueError, sdata.DataError) as err:
         print(f"python -m strrnn.evaluate: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.run) / f"confusion_{args.split}.csv"
-    confusion.to_csv(out)
+    run = Path(args.run)
+    out = (run if run.is_dir() else run.parent) / f"confusion_{args.split}.csv"
+    _atomic_write_text(out, confusion.to_csv())
     print(confusion.to_string())
-    print(f"\n{args.split} accuracy of the exported model: {accuracy:.4f}  (confusion matrix: {out})")
+    print(f"\n{args.split} accuracy of the exported model: {accuracy:.4f} on {int(confusion.values.sum())} clips"
+          f"{' of ' + str(args.data_dir) if args.data_dir else ''}  (confusion matrix: {out})")
     return 0
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -130,6 +130,15 @@ class LowRankSTR(nn.Module):
         # (floor, cap) on the learned rank: a buffer, so that a rank frozen by budget control is checkpointed
         self.register_buffer("rank_limits", torch.tensor([min_rank, max_rank], dtype=torch.long))
         self.threshold = Threshold((), g=g, k=k, s_init=s_init) if threshold else None
+        # after release(): W = A·diag(mask)·B with plain (free) factors and no threshold (buffers: checkpointed)
+        self.register_buffer("released", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("release_mask", torch.zeros(max_rank))
+        self._is_released = False  # a Python copy of `released`: no device sync per forward
+
+    @property
+    def is_released(self) -> bool:
+        """Whether :meth:`release` turned the tensor into plain rank-``r`` factors (no threshold, no spectrum)."""
+        return self._is_released
 
     @property
     def min_rank(self) -> int:
@@ -180,7 +189,13 @@ class LowRankSTR(nn.Module):
         return alpha
 
     def thresholded(self, m: torch.Tensor) -> torch.Tensor:
-        """The learned spectrum ``S(m, alpha)`` (r,), exact zeros for cut entries."""
+        """The learned spectrum ``S(m, alpha)`` (r,), exact zeros for cut entries (after :meth:`release`: the
+        0/1 mask of the kept directions, whose scale now lives in the factors)."""
+        if self._is_released:
+            # m and s no longer shape W, but stay in the graph with zero gradient: DistributedDataParallel
+            # requires every parameter to receive a gradient (without find_unused_parameters)
+            unused = 0.0 * m + (0.0 * self.threshold() if self.threshold is not None else 0.0)
+            return self.release_mask.to(m.dtype) + unused
         if self.threshold is None:
             return m
         return soft_threshold(m, self.alpha(m))
@@ -193,10 +208,46 @@ class LowRankSTR(nn.Module):
         Differentiable; the runner of a recurrent cell uses it to multiply through the factors when that is
         cheaper than materializing ``W``.
         """
-        if self.factor_kind == "orthogonal":
+        if self.factor_kind == "orthogonal" and not self._is_released:
             A = _orthonormal_columns(A)
             B = _orthonormal_columns(B.mT).mT
         return A, self.thresholded(m), B
+
+    @torch.no_grad()
+    def release(self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor) -> int:
+        r"""Freeze the learned rank and debias: rewrite the factors in place as plain rank-``r`` factors.
+
+        The current weight :math:`W = A\,\mathrm{diag}(S(m))\,B` (rank ``r``) is re-factored by its SVD,
+        :math:`A_{:,:r} = U\sqrt\Sigma`, :math:`B_{:r} = \sqrt\Sigma V^\top` (zero elsewhere), and from then on
+        ``W = A·diag(mask)·B`` with free factors: the threshold no longer shrinks the surviving directions, the
+        orthogonality constraint is lifted and ``m`` and ``s`` no longer act (zero gradient) — training continues like
+        fixed-rank training at rank ``r`` from the current weight. ``W`` is unchanged at this step. Parameters
+        keep their identity (an optimizer keeps working); reset their optimizer state, as
+        :class:`strrnn.RankSchedule` does. Returns ``r``.
+        """
+        left, spec, right = self.factors(A, m, B)
+        r = max(int(torch.count_nonzero(spec)), 1)
+        matrix = (left * spec) @ right
+        U, S, Vh = torch.linalg.svd(_linalg_dtype(matrix), full_matrices=False)
+        root = S[:r].sqrt()
+        A.zero_()
+        B.zero_()
+        A[:, :r] = (U[:, :r] * root).to(A.dtype)
+        B[:r] = (root[:, None] * Vh[:r]).to(B.dtype)
+        self.release_mask.zero_()
+        self.release_mask[:r] = 1.0
+        self.released.fill_(True)
+        self._is_released = True
+        self.set_rank_limits(r, r)
+        return r
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        for key, default in (("released", self.released), ("release_mask", self.release_mask)):
+            state_dict.setdefault(prefix + key, default.clone())  # checkpoints written before release existed
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self._is_released = bool(self.released)
 
     def forward(self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """``(A (out, r), m (r,), B (r, in)) -> W`` of the registered shape."""
@@ -228,6 +279,7 @@ class LowRankSTR(nn.Module):
         return (
             f"shape={self.shape}, max_rank={self.max_rank}, factors={self.factor_kind}, "
             f"min_rank={self.min_rank}, threshold={'on' if self.threshold is not None else 'off'}"
+            + (f", released at rank {self.rank_cap}" if self._is_released else "")
         )
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from cnn.budget import budget_targets
 from cnn.pruning import GMPCallback, apply_dnw, apply_magnitude_pruning
 
-from .callbacks import BudgetControl, FineTune, ThresholdDecayWarmup
+from .callbacks import RankScheduleCallback, ThresholdDecayWarmup
 from .low_rank import LowRankSTR, lowrank, lowrank_rnn, originals
 from .reporting import iter_str_tensors
 from .task import ranks_frozen
@@ -143,31 +143,33 @@ def _validate_lowrank(config: dict) -> None:
         config["target_rank"] = parse_pair(config["target_rank"], "--target-rank")
     if config.get("target_params") is not None and config["target_params"] < 1:
         raise UsageError(f"--target-params must be a positive number of parameters, got {config['target_params']}")
-
-
-def _budget_controlled(config: dict) -> bool:
-    return config.get("target_rank") is not None or config.get("target_params") is not None
+    if config.get("threshold_decay") is not None:
+        raise UsageError("--threshold-decay sets unstructured STR's sparsity; --mode lowrank's knob is --strength "
+                         "(or --target-rank / --target-params)")
+    if config.get("factors") != "orthogonal":
+        raise UsageError("--mode lowrank learns ranks with strrnn.RankSchedule, which needs --factors orthogonal "
+                         "(thresholds relative to the singular values)")
+    if not 0 <= config["strength"] < 1:
+        raise UsageError(f"--strength is a fraction of the largest singular value in [0, 1), got {config['strength']}")
+    if not 0 <= config["schedule_start"] < config["schedule_end"] <= 1:
+        raise UsageError(f"need 0 <= --schedule-start < --schedule-end <= 1, got {config['schedule_start']} and "
+                         f"{config['schedule_end']}")
 
 
 def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
-    callbacks = []
-    if config["decay_warmup"] > 0:
-        callbacks.append(ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"]))
+    options = {"start": config["schedule_start"], "end": config["schedule_end"], "rewarm": config["rewarm"]}
     if config.get("target_rank") is not None:
         w, u = config["target_rank"]
-        callbacks.append(BudgetControl(target_ranks=learned_rank_targets(model, w, u),
-                                       deadline=config["budget_deadline"]))
+        options["target_ranks"] = learned_rank_targets(model, w, u)
     elif config.get("target_params") is not None:
-        callbacks.append(BudgetControl(target_params=config["target_params"], deadline=config["budget_deadline"]))
-    elif config["finetune"] > 0:
-        callbacks.append(FineTune(config["finetune"]))
-    return callbacks
+        options["target_params"] = config["target_params"]
+    else:
+        options["strength"] = config["strength"]
+    return [RankScheduleCallback(**options)]
 
 
 def _lowrank_selectable(config: dict, task, callbacks):
-    if config["finetune"] > 0 or _budget_controlled(config):
-        return lambda: ranks_frozen(task.model)
-    return None
+    return lambda: ranks_frozen(task.model)  # best.ckpt only at the final ranks
 
 
 def _reload_low_rank(model: nn.Module, config: dict, ranks: dict) -> None:

@@ -71,6 +71,8 @@ def build_datamodule(config: dict):
     if name in sdata.names():
         if name in SPEECH_COMMANDS or name == "fsdd" or name == "speech_commands":
             options["features"] = config.get("features", "logmel32")
+            if config.get("augment"):
+                options["augment"] = True
         if name in SPEECH_COMMANDS:
             options["download"] = bool(config.get("download"))
             if config.get("synthetic") and not (root / "testing_list.txt").is_file():

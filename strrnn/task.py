@@ -72,6 +72,8 @@ class ClassificationTask(pl.LightningModule):
         # when the budget is still moving (ranks not frozen, pruning schedule running), an epoch must not
         # become best.ckpt: the exported model has to carry the final budget. None: every epoch may.
         self.selectable = selectable
+        # the step where the learning-rate schedule starts a new cycle (set by strrnn.RankSchedule's callback)
+        self.lr_restart: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -124,11 +126,14 @@ class ClassificationTask(pl.LightningModule):
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
+            begin = warmup  # a restart (strrnn.RankSchedule's re-warm at the freeze) begins a new cycle
+            if self.lr_restart is not None and step >= self.lr_restart:
+                begin = self.lr_restart
             if o.scheduler == "cosine":
-                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                progress = min(1.0, (step - begin) / max(1, total - begin))
                 return 0.5 * (1.0 + math.cos(math.pi * progress))
             if o.scheduler == "step":
-                return 0.1 ** int(3 * (step - warmup) / max(1, total - warmup))
+                return 0.1 ** int(3 * (step - begin) / max(1, total - begin))
             return 1.0
 
         # The schedule scales every group's lr, thresholds included: the threshold recipe then anneals too,

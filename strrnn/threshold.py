@@ -131,6 +131,25 @@ class Threshold(nn.Module):
         """Return ``alpha = g(s, k)`` (shape of ``s``)."""
         return self.g(self.s, self.k)
 
+    @torch.no_grad()
+    def set_alpha(self, alpha: float | torch.Tensor) -> None:
+        """Set ``s`` so that ``g(s) = alpha`` (``exp``: ``s = log(alpha / k)``; ``sigmoid``: ``logit(alpha / k)``).
+
+        Used by schedules that drive the threshold instead of learning it. ``alpha`` is clamped into ``g``'s range.
+
+        Raises:
+            ValueError: ``g`` is neither ``exp`` nor ``sigmoid`` (its inverse is unknown).
+        """
+        ratio = torch.as_tensor(alpha, dtype=self.s.dtype, device=self.s.device) / self.k
+        tiny = torch.finfo(self.s.dtype).tiny
+        if self.g is _exp:
+            value = torch.log(ratio.clamp_min(tiny))
+        elif self.g is _sigmoid:
+            value = torch.logit(ratio.clamp(tiny, 1 - 1e-7))
+        else:
+            raise ValueError(f"set_alpha needs g='exp' or 'sigmoid' (the inverse of {self.g_name!r} is unknown)")
+        self.s.copy_(value.expand_as(self.s))
+
     def extra_repr(self) -> str:
         return f"g={self.g_name}, k={self.k}, shape={tuple(self.s.shape)}"
 

@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--synthetic", action="store_true",
                    help="synthesize the Speech Commands layout with espeak-ng when the data is absent")
     d.add_argument("--synthetic-per-word", type=int, default=60, help="clips per keyword when synthesizing")
-    d.add_argument("--features", default="logmel32", help="logmel32, logmel40 or mfcc (speech)")
+    d.add_argument("--features", default="logmel32",
+                   help=f"speech features: {', '.join(sdata.PRESETS)} (fbank32 = EdgeML's python_speech_features "
+                        "log filter-bank; logmel32 = librosa's Hann/Slaney log-mel)")
+    d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="speech: random time shift (±100 ms) and background-noise mixing of training clips "
+                        "(default: on for Speech Commands, off otherwise)")
     d.add_argument("--batch-size", type=int, default=100)
     d.add_argument("--num-workers", type=int, default=0)
 
@@ -87,15 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-layer sparsities an unstructured STR run learned")
     m.add_argument("--sparsity", type=float, default=None, help="gmp/dnw/magnitude: overall target sparsity (0-1)")
     m.add_argument("--budget-distribution", default="uniform", help="gmp/dnw/magnitude with --sparsity: uniform or erk")
-    m.add_argument("--factors", default="free", help=f"one of: {', '.join(FACTOR_KINDS)}")
+    m.add_argument("--factors", default=None,
+                   help=f"one of: {', '.join(FACTOR_KINDS)} (default: orthogonal for lowrank, which needs them; "
+                        "free — plain A·B — for fixed-rank)")
     m.add_argument("--g", default=None, help="threshold function (default: exp for lowrank, sigmoid otherwise)")
     m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
     m.add_argument("--min-rank", type=int, default=1, help="spectrum entries the threshold can never cut")
+    m.add_argument("--strength", type=float, default=0.5,
+                   help="lowrank: the rank knob — directions below this fraction of each matrix's largest singular "
+                        "value are cut by the end of the schedule (0 keeps every rank; larger cuts more)")
+    m.add_argument("--schedule-start", type=float, default=0.05,
+                   help="lowrank: fraction of training where the threshold starts rising")
+    m.add_argument("--schedule-end", type=float, default=0.4,
+                   help="lowrank: fraction of training where the ranks are frozen (the rest fine-tunes at them)")
+    m.add_argument("--rewarm", action=argparse.BooleanOptionalAction, default=True,
+                   help="lowrank: restart the learning-rate schedule where the ranks freeze")
     m.add_argument("--target-rank", default=None, help="budget control: 'W,U' ranks for every cell")
     m.add_argument("--target-params", type=int, default=None,
                    help="budget control: total parameters of the low-rank tensors after export")
-    m.add_argument("--budget-deadline", type=float, default=0.5,
-                   help="fraction of training by which budget control must reach the budget")
 
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int, default=100)
@@ -104,15 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--scheduler", default="cosine", help=f"one of: {', '.join(SCHEDULERS)}")
     o.add_argument("--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up")
-    o.add_argument("--weight-decay", type=float, default=1e-3, help="L2 decay λ (the STR strength knob)")
+    o.add_argument("--weight-decay", type=float, default=1e-3,
+                   help="L2 decay λ of the weights (unstructured STR: also the sparsity knob)")
     o.add_argument("--threshold-decay", type=float, default=None,
-                   help="decay of thresholds and spectra (default: --weight-decay)")
+                   help="unstructured: decay of the thresholds, the sparsity knob (default: --weight-decay)")
     o.add_argument("--threshold-lr", type=float, default=None,
                    help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
     o.add_argument("--decay-warmup", type=float, default=0.15,
-                   help="fraction of the epochs over which the threshold decay ramps up from 0")
-    o.add_argument("--finetune", type=float, default=0.25,
-                   help="lowrank: fraction of the epochs at the end spent fine-tuning at frozen ranks (0: none)")
+                   help="unstructured: fraction of the epochs over which the threshold decay ramps up from 0")
     o.add_argument("--label-smoothing", type=float, default=0.0)
     o.add_argument("--seed", type=int, default=0)
 
@@ -144,16 +157,32 @@ def explicit_flags(argv: list[str]) -> set[str]:
 
 
 def parse_config(argv: list[str]) -> dict:
-    """Defaults < ``--config`` YAML < explicit command-line flags; validated. Raises :class:`UsageError`."""
+    """Flag defaults < the data set's recipe (:data:`DATASET_DEFAULTS`) < ``--config`` YAML < explicit command-line
+    flags; validated. Raises :class:`UsageError`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     config = vars(parser.parse_args([]))
+    given = set(explicit_flags(argv))
     if args.config:
-        config.update(read_config_file(parser, Path(args.config)))
+        from_file = read_config_file(parser, Path(args.config))
+        config.update(from_file)
+        given |= set(from_file)
     config.update({k: v for k, v in vars(args).items() if k in explicit_flags(argv)})
     config["config"] = args.config
+    for key, value in DATASET_DEFAULTS.get(config["dataset"], {}).items():
+        if key not in given:  # the data set's recipe, unless the user chose otherwise
+            config[key] = value
+    if config["augment"] is None:
+        config["augment"] = False
     validate(config)
     return config
+
+
+# Per data set, the defaults that differ from the flags' own. Speech Commands: the recipe measured on real clips
+# (the 130-speaker sample of Google's test set, dense FastGRNN hidden 100, 3 seeds): mean pooling, lr 3e-3,
+# time-shift + noise augmentation: 83.2% test accuracy, against 37–46% with the plain defaults (datasets/README.md).
+_SPEECH_COMMANDS_RECIPE = {"pooling": "mean", "lr": 3e-3, "augment": True}
+DATASET_DEFAULTS = {name: _SPEECH_COMMANDS_RECIPE for name in ("google12", "google13", "google30", "google35")}
 
 
 def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
@@ -218,6 +247,8 @@ def validate(config: dict) -> None:
     """Reject unknown names and contradictory flags with a message that says how to fix them."""
     _choice(config, "dataset", runs.dataset_names())
     _choice(config, "cell", cell_names())
+    if config["factors"] is None:
+        config["factors"] = "orthogonal" if config["mode"] == "lowrank" else "free"
     _choice(config, "factors", FACTOR_KINDS)
     _choice(config, "pooling", ("last", "mean"))
     _choice(config, "optimizer", OPTIMIZERS)
@@ -231,8 +262,8 @@ def validate(config: dict) -> None:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {config[key]!r}")
     _number(config, ("lr", "weight_decay", "threshold_decay", "momentum", "label_smoothing"), low=0.0)
     _number(config, ("threshold_lr",), low=0.0, strict=True)
-    _number(config, ("decay_warmup", "finetune"), low=0.0, high=1.0)
-    _number(config, ("budget_deadline",), low=0.0, high=1.0, strict=True)
+    _number(config, ("decay_warmup", "schedule_start", "schedule_end"), low=0.0, high=1.0)
+    _number(config, ("strength",), low=0.0)
     _number(config, ("s_init",))
     if config["limit_batches"] is not None and not (config["limit_batches"] > 0):
         raise UsageError(f"--limit-batches must be > 0 (a fraction <= 1 or a number of batches), got "
@@ -350,10 +381,13 @@ def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.
         RankLogger(out / "ranks.csv"),
         NonFiniteLossGuard(),
         EpochSeed(config["seed"]),
-        # saved at the end of each training epoch (after validation), so a resumed run restarts on an epoch
-        # boundary; best.ckpt only among epochs whose budget is final (the mode's `selectable`)
+        # best.ckpt only among epochs whose budget is final (the mode's `selectable`)
         pl.callbacks.ModelCheckpoint(dirpath=out, filename="best", monitor="val_selection", mode="max",
-                                     save_last=True, enable_version_counter=False, save_on_train_epoch_end=True),
+                                     enable_version_counter=False, save_on_train_epoch_end=True),
+        # last.ckpt after every training epoch (after validation), so a killed run resumes from its last epoch
+        # boundary (Lightning's save_last writes it only when best.ckpt improves)
+        pl.callbacks.ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                                     enable_version_counter=False, save_on_train_epoch_end=True),
         *get_mode(config["mode"]).callbacks(config, model),
     ]
 
@@ -422,6 +456,8 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
         "weight_decay": config["weight_decay"], "factors": config["factors"],
         "threshold_decay": config["threshold_decay"] if config["threshold_decay"] is not None
         else config["weight_decay"],
+        # the knob of the run's budget: lowrank's strength (or its budget), unstructured's threshold decay
+        "strength": _strength(config),
         "ranks": ranks,
         "sparsity": float(table.iloc[-1]["sparsity"]) if not table.empty else 0.0,
         "params_str_dense": int(table.iloc[-1]["params_dense"]) if not table.empty else 0,
@@ -439,6 +475,18 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _strength(config: dict):
+    if config["mode"] == "lowrank":
+        if config.get("target_rank") is not None:
+            return "ranks " + ",".join(map(str, config["target_rank"]))
+        if config.get("target_params") is not None:
+            return f"{config['target_params']} params"
+        return config["strength"]
+    if config["mode"] == "unstructured":
+        return config["threshold_decay"] if config["threshold_decay"] is not None else config["weight_decay"]
+    return None
 
 
 def _has_tabulate() -> bool:

@@ -20,7 +20,7 @@ from strrnn import train
 REPO = Path(__file__).resolve().parents[1]
 
 FSDD = REPO.parent / "shared" / "data" / "fsdd"
-FLAGS = ["--dataset", "fsdd", "--epochs", "3", "--mode", "lowrank", "--threshold-decay", "0.1", "--seed", "1"]
+FLAGS = ["--dataset", "fsdd", "--epochs", "3", "--mode", "lowrank", "--strength", "0.6", "--seed", "1"]
 
 
 def finished_run(folder: Path, flags: list[str], **summary) -> Path:
@@ -54,13 +54,12 @@ def test_budget_from_paths_compare_resolved(tmp_path, monkeypatch):
     assert runner.stale_settings(run, ["--mode", "fixed-rank", "--budget-from", "other"]) != []
 
 
-def test_each_str_run_gets_a_fixed_rank_twin_with_its_cell_factors_and_seed():
+def test_each_str_run_gets_a_fixed_rank_twin_with_its_cell_and_seed():
     name, flags = rank_vs_accuracy.vanilla_twin(
-        Path("out/lstm-str-0.1-s2"), ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", "0.1",
-                                      "--factors", "orthogonal", "--seed", "2"])
-    assert name == "lstm-vanilla-0.1-s2"
-    assert flags == ["--mode", "fixed-rank", "--budget-from", "out/lstm-str-0.1-s2", "--cell", "lstm",
-                     "--factors", "orthogonal", "--seed", "2"]
+        Path("out/lstm-str-0.7-s2"), ["--mode", "lowrank", "--cell", "lstm", "--strength", "0.7", "--seed", "2"])
+    assert name == "lstm-vanilla-0.7-s2"
+    assert flags == ["--mode", "fixed-rank", "--budget-from", "out/lstm-str-0.7-s2", "--cell", "lstm",
+                     "--seed", "2"]  # plain factors: fixed-rank's default
     assert rank_vs_accuracy.vanilla_twin(Path("out/dense-s0"), ["--mode", "dense"]) is None
 
 
@@ -97,14 +96,14 @@ def test_claims_pair_seeds_and_compare_with_the_same_cells_full_rank(tmp_path):
 def test_rank_vs_accuracy_end_to_end_on_fsdd(tmp_path):
     out = tmp_path / "suite"
     command = [sys.executable, "-m", "benchmarks.rank_vs_accuracy", "--epochs", "1", "--seeds", "0",
-               "--strengths", "0.1", "--factors", "free", "--no-lstm", "--jobs", "2", "--out", str(out)]
+               "--strengths", "0.7", "--no-lstm", "--jobs", "2", "--out", str(out)]
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert {p.parent.name for p in out.glob("*/summary.json")} == {"dense-s0", "str-free-0.1-s0", "vanilla-free-0.1-s0"}
-    str_run = json.loads((out / "str-free-0.1-s0" / "summary.json").read_text())
-    twin = json.loads((out / "vanilla-free-0.1-s0" / "summary.json").read_text())
-    assert twin["ranks"] == str_run["ranks"] and twin["mode"] == "fixed-rank"
-    assert "| fastgrnn STR free | 0.1 |" in (out / "table.md").read_text()
+    assert {p.parent.name for p in out.glob("*/summary.json")} == {"dense-s0", "str-0.7-s0", "vanilla-0.7-s0"}
+    str_run = json.loads((out / "str-0.7-s0" / "summary.json").read_text())
+    twin = json.loads((out / "vanilla-0.7-s0" / "summary.json").read_text())
+    assert twin["ranks"] == str_run["ranks"] and twin["mode"] == "fixed-rank" and twin["factors"] == "free"
+    assert "| fastgrnn STR orthogonal | 0.7 |" in (out / "table.md").read_text()
     assert (out / "accuracy_vs_params.png").stat().st_size > 0
     # asking for other settings in the same folder is refused, and nothing there is touched
     before = (out / "dense-s0" / "summary.json").read_text()

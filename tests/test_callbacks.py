@@ -1,4 +1,4 @@
-"""Callbacks on tiny in-memory problems: NaN guard, rank logging and its warning, budget control, checkpoint I/O."""
+"""Callbacks on tiny in-memory problems: NaN guard, rank logging and its warning, the rank schedule, checkpoint I/O."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from torch.utils.data import DataLoader, TensorDataset
 import strrnn
 from strrnn.callbacks import (
     AtomicCheckpointIO,
-    BudgetControl,
     NonFiniteLossError,
     NonFiniteLossGuard,
     RankLogger,
+    RankScheduleCallback,
     ThresholdDecayWarmup,
 )
 from strrnn.fileio import CorruptCheckpointError
-from strrnn.task import ClassificationTask, OptimConfig
+from strrnn.task import ClassificationTask, OptimConfig, ranks_frozen
 
 
 class _Cell(nn.Module):
@@ -101,32 +101,34 @@ def test_rank_logger_writes_rows_and_warns_when_threshold_covers_spectrum(tmp_pa
     assert "threshold of model.cell.U".replace("model.", "") in caplog.text and "min_rank=2" in caplog.text
 
 
-def test_budget_control_freezes_exactly_at_target_ranks(tmp_path):
+def test_rank_schedule_callback_lands_on_target_ranks_and_resumes(tmp_path):
     torch.manual_seed(2)
     model = _Net()
-    strrnn.lowrank_rnn(model, s_init=-10.0)
-    task = ClassificationTask(model, OptimConfig(epochs=4, threshold_decay=1e-3))
+    strrnn.lowrank_rnn(model, factors="orthogonal")
+    task = ClassificationTask(model, OptimConfig(epochs=4))
     train, _ = _loaders()
-    budget = BudgetControl(target_ranks={"cell.W": 3, "cell.U": 5}, deadline=0.5)
-    _trainer(tmp_path, [budget], epochs=4).fit(task, train)
+    callback = RankScheduleCallback(target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
+    _trainer(tmp_path, [callback], epochs=4).fit(task, train)
     assert strrnn.rank(model.cell, "W") == 3 and strrnn.rank(model.cell, "U") == 5
-    assert budget.frozen
+    assert callback.schedule.done and callback.state_dict()["steps"] == 4 * 6
+    assert ranks_frozen(model)
+    fresh = RankScheduleCallback(target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
+    fresh.load_state_dict(callback.state_dict())
+    assert fresh.state_dict() == callback.state_dict()  # kept until training starts
 
 
-def test_budget_control_rejects_bad_targets(tmp_path):
+def test_rank_schedule_callback_rejects_bad_targets(tmp_path):
     model = _Net()
-    strrnn.lowrank_rnn(model)
+    strrnn.lowrank_rnn(model, factors="orthogonal")
     task = ClassificationTask(model, OptimConfig(epochs=1))
     train, _ = _loaders()
     with pytest.raises(ValueError, match=r"unknown tensors \['cell.V'\]"):
-        _trainer(tmp_path, [BudgetControl(target_ranks={"cell.V": 3})], epochs=1).fit(task, train)
-    with pytest.raises(ValueError, match="exactly one of"):
-        BudgetControl()
+        _trainer(tmp_path, [RankScheduleCallback(target_ranks={"cell.V": 3})], epochs=1).fit(task, train)
 
 
-def test_decay_warmup_ramps_the_str_group_decay(tmp_path):
+def test_decay_warmup_ramps_the_threshold_group_decay(tmp_path):
     model = _Net()
-    strrnn.lowrank_rnn(model)
+    strrnn.sparsify(model)
     task = ClassificationTask(model, OptimConfig(epochs=2, threshold_decay=1e-2, scheduler="constant"))
     seen = []
 
@@ -157,21 +159,3 @@ def test_checkpoints_load_with_weights_only_and_refuse_pickled_code(tmp_path):
     with pytest.raises(CorruptCheckpointError, match="evil.ckpt: it holds objects other than tensors") as info:
         io.load_checkpoint(tmp_path / "evil.ckpt")
     assert "weights_only=False" not in str(info.value)  # never suggest the unsafe load
-
-
-def test_finetune_freezes_ranks_and_relaxes_the_str_decay(tmp_path):
-    from strrnn.callbacks import FineTune
-
-    torch.manual_seed(3)
-    model = _Net()
-    strrnn.lowrank_rnn(model, s_init=-1.0)
-    task = ClassificationTask(model, OptimConfig(epochs=2, weight_decay=1e-3, threshold_decay=5e-2))
-    train, _ = _loaders()
-    _trainer(tmp_path, [FineTune(0.5)], epochs=2).fit(task, train)
-    for name in ("W", "U"):
-        p = model.cell.parametrizations[name][0]
-        assert p.min_rank == p.rank_cap == strrnn.rank(model.cell, name)
-    groups = {g["name"]: g for g in task.trainer.optimizers[0].param_groups}
-    assert groups["threshold"]["weight_decay"] == groups["spectrum"]["weight_decay"] == 1e-3
-    with pytest.raises(ValueError, match="fraction"):
-        FineTune(1.0)

@@ -124,7 +124,7 @@ def test_real_full_disk_raises_instead_of_sigbus(tmp_path, clips):
         assert "disk full while writing" in result.stdout
         assert entries(mount) == []
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_stale_temporary_of_a_dead_process_is_removed(tmp_path, clips):

@@ -294,3 +294,51 @@ def test_lowrank_refuses_to_stack_on_another_parametrization():
     parametrize.register_parametrization(layer, "weight", Double())
     with pytest.raises(ValueError, match="already carries Double; LowRankSTR .* must be its only"):
         strrnn.lowrank(layer, "weight")
+
+
+@pytest.mark.parametrize("factors", ["free", "orthogonal"])
+def test_release_refactors_in_place_without_changing_the_weight(factors):
+    torch.manual_seed(0)
+    layer = nn.Linear(12, 10)
+    strrnn.lowrank(layer, "weight", factors=factors)
+    p = layer.parametrizations.weight[0]
+    with torch.no_grad():
+        layer.parametrizations.weight.original1.copy_(torch.linspace(2.0, 0.1, 10))
+    p.threshold.set_alpha(0.9)
+    before, rank = layer.weight.detach().clone(), strrnn.rank(layer)
+    A, m, B = (layer.parametrizations.weight.original0, layer.parametrizations.weight.original1,
+               layer.parametrizations.weight.original2)
+    ids = [id(t) for t in (A, m, B)]
+    assert p.release(A, m, B) == rank
+    assert [id(t) for t in (A, m, B)] == ids  # same Parameters: an optimizer keeps working
+    assert torch.allclose(layer.weight, before, atol=1e-5)
+    assert p.is_released and strrnn.rank(layer) == rank and p.min_rank == p.rank_cap == rank
+    layer.weight.sum().backward()
+    assert not m.grad.any() and not p.threshold.s.grad.any()  # the spectrum and threshold no longer act
+    restored = nn.Linear(12, 10)
+    strrnn.lowrank(restored, "weight", factors=factors)
+    restored.load_state_dict(layer.state_dict())
+    assert restored.parametrizations.weight[0].is_released
+    assert torch.allclose(restored.weight, layer.weight)
+
+
+def test_checkpoints_from_before_release_existed_still_load():
+    layer = nn.Linear(6, 5)
+    strrnn.lowrank(layer, "weight")
+    state = {k: v for k, v in layer.state_dict().items() if "release" not in k}
+    fresh = nn.Linear(6, 5)
+    strrnn.lowrank(fresh, "weight")
+    fresh.load_state_dict(state)
+    assert not fresh.parametrizations.weight[0].is_released
+
+
+def test_set_alpha_inverts_exp_and_sigmoid():
+    t = strrnn.Threshold(g="exp", k=2.0)
+    t.set_alpha(0.5)
+    assert float(t().detach()) == pytest.approx(0.5)
+    t = strrnn.Threshold(g="sigmoid")
+    t.set_alpha(0.25)
+    assert float(t().detach()) == pytest.approx(0.25)
+    t = strrnn.Threshold(g=lambda s, k: s.abs())
+    with pytest.raises(ValueError, match="inverse"):
+        t.set_alpha(0.1)

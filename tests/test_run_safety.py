@@ -137,7 +137,9 @@ def test_huge_learning_rate_stops_the_run_and_exports_nothing(tmp_path, capsys):
     (["--devices", "0"], "--devices must be a positive number"),
     (["--hidden-size", "3000000"], "--hidden-size 3000000 is too large"),
     (["--threshold-lr", "0"], "--threshold-lr must be > 0"),
-    (["--finetune", "1.5"], "--finetune must be <= 1"),
+    (["--schedule-end", "1.5"], "--schedule-end <= 1, got 0.05 and 1.5"),
+    (["--mode", "lowrank", "--factors", "free"], "needs --factors orthogonal"),
+    (["--mode", "lowrank", "--threshold-decay", "1e-2"], "--mode lowrank's knob is --strength"),
     (["--precision", "half"], "unknown --precision 'half'"),
 ])
 def test_bad_values_are_refused_before_any_work(tmp_path, capsys, args, message):
@@ -148,10 +150,13 @@ def test_bad_values_are_refused_before_any_work(tmp_path, capsys, args, message)
 
 def test_yaml_values_go_through_each_flags_type(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("threshold_decay: 1e-2\nlr: 3e-3\nepochs: '7'\nprogress_bar: false\ntarget_rank: [3, 4]\n")
+    config.write_text("schedule_end: 6e-1\nlr: 3e-3\nepochs: '7'\nprogress_bar: false\ntarget_rank: [3, 4]\n")
     parsed = train.parse_config(["--config", str(config), "--mode", "lowrank", "--out", str(tmp_path / "x")])
-    assert parsed["threshold_decay"] == 0.01 and parsed["lr"] == 0.003 and parsed["epochs"] == 7
+    assert parsed["schedule_end"] == 0.6 and parsed["lr"] == 0.003 and parsed["epochs"] == 7
     assert parsed["progress_bar"] is False and parsed["target_rank"] == [3, 4]
+    config.write_text("threshold_decay: 1e-2\n")  # YAML 1.1 reads 1e-2 as a string
+    parsed = train.parse_config(["--config", str(config), "--mode", "unstructured", "--out", str(tmp_path / "x")])
+    assert parsed["threshold_decay"] == 0.01
 
 
 @pytest.mark.parametrize("text, message", [
@@ -226,7 +231,10 @@ def test_checkpoint_on_a_full_disk_says_disk_full(tmp_path, monkeypatch):
         assert list(small.iterdir()) == []
     finally:
         if mounted:
-            subprocess.run(["umount", str(small)], check=False)
+            import gc
+
+            gc.collect()  # torch.save's failed writer may still hold the file open
+            subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 # --- compare on broken runs ------------------------------------------------------------------------------------
@@ -254,3 +262,16 @@ def test_compare_leaves_out_broken_runs_and_says_so(tmp_path, capsys):
     with pytest.warns(UserWarning):
         assert compare.main([str(broken), "--csv", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png")]) == 2
     assert "none of the runs has a test accuracy" in error_of(capsys)
+
+
+def test_speech_commands_defaults_are_its_measured_recipe_unless_overridden(tmp_path):
+    out = ["--out", str(tmp_path / "x"), "--mode", "dense"]
+    config = train.parse_config(["--dataset", "google12", *out])
+    assert (config["pooling"], config["lr"], config["augment"]) == ("mean", 3e-3, True)
+    config = train.parse_config(["--dataset", "google12", "--pooling", "last", "--no-augment", *out])
+    assert (config["pooling"], config["lr"], config["augment"]) == ("last", 3e-3, False)
+    file = tmp_path / "c.yaml"
+    file.write_text("lr: 1e-3\n")
+    assert train.parse_config(["--dataset", "google12", "--config", str(file), *out])["lr"] == 1e-3
+    config = train.parse_config(["--dataset", "fsdd", *out])
+    assert (config["pooling"], config["lr"], config["augment"]) == ("last", 1e-3, False)

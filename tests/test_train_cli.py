@@ -42,10 +42,10 @@ def subprocess_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedPr
 @needs_fsdd
 @pytest.mark.parametrize("mode_args", [
     ["--mode", "dense"],
-    ["--mode", "lowrank", "--weight-decay", "1e-2"],
+    ["--mode", "lowrank", "--strength", "0.6"],
     ["--mode", "fixed-rank", "--rank-w", "8", "--rank-u", "12"],
     ["--mode", "unstructured", "--s-init", "-5"],
-    ["--mode", "lowrank", "--cell", "lstm", "--factors", "orthogonal"],
+    ["--mode", "lowrank", "--cell", "lstm"],
 ])
 def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
     out = tmp_path / "run"
@@ -80,8 +80,7 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
 
 
 @needs_fsdd
-@pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank", "--weight-decay", "1e-2",
-                                                                 "--finetune", "0.5"]])
+@pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank", "--strength", "0.6"]])
 def test_evaluate_reproduces_the_test_accuracy_of_training(tmp_path, mode_args):
     """The exported model, rebuilt from exported.pt by evaluate, scores exactly what training reported."""
     from strrnn.evaluate import evaluate

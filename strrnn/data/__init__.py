@@ -18,6 +18,7 @@ from .errors import (
     DataError,
     DatasetNotFoundError,
     EmptyClassError,
+    EmptySplitError,
     LayoutError,
     MissingToolError,
     UnsafeArchiveError,
@@ -27,7 +28,7 @@ from .fsdd import FSDDDataModule
 from .har import HAR2_GROUPS, HARDataModule
 from .images import ImageArrayDataModule
 from .registry import DATASETS, get, names
-from .speech_commands import SpeechCommandsDataModule, which_set
+from .speech_commands import SpeechCommandsDataModule, detect_layout, which_set
 from .synth import synthesize
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "EmptyClassError",
+    "EmptySplitError",
     "FSDDDataModule",
     "FeatureConfig",
     "HAR2_GROUPS",
@@ -53,6 +55,7 @@ __all__ = [
     "UnsafeArchiveError",
     "cached_features",
     "compute_features",
+    "detect_layout",
     "download",
     "extract_features",
     "feature_config",

@@ -83,3 +83,39 @@ def load_item(item: Item, sample_rate: int, length: int, alignment: str) -> np.n
     if item.gain != 1.0:
         y = y * np.float32(item.gain)
     return fix_length(y, length, alignment).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation of fixed-length clips, as keyword spotting always uses (TensorFlow's
+    ``speech_commands`` defaults): a random time shift of up to ``shift_ms`` either way (zero-filled), then, with
+    probability ``noise_probability``, background noise added at a gain drawn uniformly from ``[0, noise_gain]``,
+    and the result clipped to [-1, 1]."""
+
+    shift_ms: float = 100.0
+    noise_probability: float = 0.8
+    noise_gain: float = 0.1
+
+    def __post_init__(self):
+        if self.shift_ms < 0 or self.noise_gain < 0 or not 0 <= self.noise_probability <= 1:
+            raise ValueError(f"augmentation needs shift_ms >= 0, noise_gain >= 0 and a probability in [0, 1]: {self}")
+
+
+def augment_waveform(y: np.ndarray, rng: np.random.Generator, sample_rate: int, aug: Augmentation,
+                     noises: list[np.ndarray] = ()) -> np.ndarray:
+    """One augmented copy of ``y`` (float32 ``(N,)``); ``noises`` are 1-D noise recordings to mix in (any length)."""
+    n = y.shape[-1]
+    limit = int(round(aug.shift_ms * sample_rate / 1000))
+    shift = int(rng.integers(-limit, limit + 1)) if limit else 0
+    out = np.zeros_like(y)
+    if shift >= 0:
+        out[shift:] = y[: n - shift]
+    else:
+        out[:shift] = y[-shift:]
+    if noises and aug.noise_gain > 0 and rng.random() < aug.noise_probability:
+        noise = noises[int(rng.integers(len(noises)))]
+        if noise.shape[-1] < n:
+            noise = np.tile(noise, -(-n // noise.shape[-1]))
+        start = int(rng.integers(0, noise.shape[-1] - n + 1))
+        out = out + np.float32(rng.uniform(0.0, aug.noise_gain)) * noise[start : start + n]
+    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)

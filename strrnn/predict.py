@@ -1,0 +1,64 @@
+"""Label audio files with a trained run: ``python -m strrnn.predict RUN a.wav b.wav ...``.
+
+Prints one label per line, in the order of the files; ``--proba`` prints a tab-separated table instead (a header
+``file label <class names...>``, then one row per file with its class probabilities). A missing, empty or
+non-audio file is reported in one line naming it, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .predictor import InputError, load
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m strrnn.predict", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="run folder written by python -m strrnn.train (or its exported.pt)")
+    p.add_argument("files", nargs="+", help="audio files (WAV or any libsndfile format; other rates are resampled)")
+    p.add_argument("--proba", action="store_true", help="print class probabilities (tab-separated, with a header)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=256, help="files featurized and scored together")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "python -m strrnn.predict"
+    if args.batch_size < 1:
+        print(f"{prog}: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    try:
+        predictor = load(args.run, device=args.device, batch_size=args.batch_size)
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a corrupt exported.pt raises pickle/zip/runtime errors
+        print(f"{prog}: error: cannot read the exported model of {args.run} ({type(err).__name__}): exported.pt is "
+              "damaged or incomplete; finish the run (python -m strrnn.train ... --resume) to write it again",
+              file=sys.stderr)
+        return 2
+    try:
+        proba = predictor.predict_proba(args.files)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    labels = [predictor.labels[k] for k in proba.argmax(axis=1)]
+    if args.proba:
+        lines = ["\t".join(["file", "label", *predictor.labels])]
+        lines += ["\t".join([path, label, *(f"{p:.6f}" for p in row)])
+                  for path, label, row in zip(args.files, labels, proba, strict=True)]
+    else:
+        lines = labels
+    try:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
