@@ -417,3 +417,13 @@ def test_augmented_loader_batches_are_seeded_and_use_training_noise(testset):
     torch.manual_seed(6)
     x3, _ = next(iter(dm.train_dataloader()))
     assert not torch.allclose(x1, x3)  # fresh shifts and noise under another seed
+
+
+def test_a_clip_in_both_split_lists_is_refused(tmp_path):
+    root = make_speech_tree(tmp_path / "sc", ["yes", "no"], per_word=6)
+    val = (root / "validation_list.txt").read_text().splitlines()
+    with (root / "testing_list.txt").open("a") as handle:
+        handle.write(val[0] + "\n")
+    dm = data.get("speech_commands", root=root, words=["yes", "no"], cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(LayoutError, match=r"1 clip\(s\) are in both validation_list.txt and testing_list.txt"):
+        dm.setup()

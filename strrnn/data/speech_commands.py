@@ -203,6 +203,13 @@ def scan(root: Path, words, need_background: bool, version: str, name: str = "go
     for split, fname in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
         lines = (root / fname).read_text().splitlines()
         lists[split] = {_list_entry(root, ln) for ln in lines if ln.strip()}
+    both = sorted(lists["val"] & lists["test"])
+    if both:
+        # a clip in both lists would be validated and tested on: the test accuracy would not be held out
+        raise LayoutError(
+            f"{len(both)} clip(s) are in both validation_list.txt and testing_list.txt under {root} (e.g. "
+            f"{os.path.relpath(both[0], root)}); fix the lists so that every clip is in at most one"
+        )
     return clips, bg, lists
 
 
