@@ -28,8 +28,9 @@ from .modes import get_mode
 from .reporting import iter_str_tensors
 
 __all__ = [
-    "dataset_names", "default_data_dir", "build_datamodule", "build_model", "export_model", "flops_profile",
-    "learned_ranks", "count_params", "save_exported", "load_exported", "read_summaries", "EXPORT_FORMAT",
+    "dataset_names", "model_names", "default_data_dir", "build_datamodule", "build_model", "export_model",
+    "flops_profile", "learned_ranks", "count_params", "save_exported", "load_exported", "read_summaries",
+    "EXPORT_FORMAT",
 ]
 
 SPEECH_COMMANDS = ("google12", "google13", "google30", "google35")
@@ -40,6 +41,11 @@ def dataset_names() -> list[str]:
     """Every dataset ``--dataset`` accepts."""
     names = list(sdata.names())
     return names + [n for n in cnn_data.names() if n not in names]
+
+
+def model_names() -> list[str]:
+    """Every model ``--model`` accepts: the speech models' registry, then the CNNs'."""
+    return list(smodels.available()) + [n for n in cnn_models.available() if n not in smodels.available()]
 
 
 def default_data_dir(config: dict) -> Path | None:

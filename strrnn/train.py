@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-workers", type=int, default=0)
 
     m = p.add_argument_group("model and STR")
-    m.add_argument("--model", default=None, help="registered model name (default: per dataset)")
+    m.add_argument("--model", default=None,
+                   help=f"one of: {', '.join(runs.model_names())} (default: the data set's: keyword_spotter, har or "
+                        "small_cnn)")
     m.add_argument("--mode", default="lowrank", help=f"one of: {', '.join(mode_names())}")
     m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(cell_names())}")
     m.add_argument("--hidden-size", type=int, default=100)
@@ -251,6 +253,8 @@ def validate(config: dict) -> None:
         config["factors"] = "orthogonal" if config["mode"] == "lowrank" else "free"
     _choice(config, "factors", FACTOR_KINDS)
     _choice(config, "pooling", ("last", "mean"))
+    if config["model"] is not None:
+        _choice(config, "model", runs.model_names())
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
     get_mode(config["mode"])  # unknown: suggests the closest name

@@ -145,6 +145,7 @@ def test_config_file_with_command_line_override(tmp_path):
     (["--mode", "fixed-rank"], "--mode fixed-rank needs --rank-w/--rank-u or --budget-from"),
     (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
     (["--mode", "lowrnak"], "(did you mean 'lowrank'?)"),
+    (["--model", "resnet5"], "unknown --model 'resnet5'; choose one of: har, keyword_spotter"),
     (["--mode", "gmp"], "--mode gmp needs exactly one of --sparsity F or --budget-from RUN_DIR"),
     (["--mode", "lowrank", "--sparsity", "0.5"], "--sparsity only applies to --mode gmp or dnw or magnitude"),
 ])
