@@ -58,6 +58,11 @@ def plain_run(strength: float, seed: int, epochs: int, data_dir: Path, hidden: i
     return {"test_acc": correct / count, "ranks": sched.ranks(), "params_str": sched.params()}
 
 
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std, as the other accuracy tables
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strength", type=float, default=0.5)
@@ -96,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {seed} | {','.join(str(v) for v in plain['ranks'].values())} | "
                      f"{100 * plain['test_acc']:.2f} | {cli_ranks} | {cli_acc} |")
     plain_acc = [100 * p["test_acc"] for _, p, _ in rows]
-    summary = f"plain loop {statistics.mean(plain_acc):.2f} ± {statistics.pstdev(plain_acc):.2f}"
+    summary = f"plain loop {_mean_std(plain_acc)}"
     if not args.skip_cli:
         cli_acc = [100 * c["test_acc"] for _, _, c in rows]
-        summary += f"; CLI {statistics.mean(cli_acc):.2f} ± {statistics.pstdev(cli_acc):.2f}"
+        summary += f"; CLI {_mean_std(cli_acc)}"
     lines += ["", summary, ""]
     atomic_write_text(args.out / f"table_{args.strength:g}_e{args.epochs}.md", "\n".join(lines))
     print("\n".join(lines))
