@@ -85,6 +85,8 @@ class LowRankSTR(nn.Module):
         min_rank: number of largest spectrum entries the threshold can never cut (0 disables).
         threshold: ``False`` for fixed-rank factorization without STR.
         flatten: accept weights of more than two dimensions by flattening all but the first.
+        hard: cut with a hard threshold, ``m·1[|m| > alpha]``: surviving entries keep their value (no shrinkage;
+            ``s`` then gets no gradient, so it must be driven — :class:`strrnn.RankSchedule` sets this).
     """
 
     # index of the spectrum among the originals, used by :func:`strrnn.param_groups`
@@ -103,6 +105,7 @@ class LowRankSTR(nn.Module):
         min_rank: int = 1,
         threshold: bool = True,
         flatten: bool = False,
+        hard: bool = False,
     ) -> None:
         super().__init__()
         shape = tuple(int(d) for d in shape)
@@ -130,6 +133,7 @@ class LowRankSTR(nn.Module):
         # (floor, cap) on the learned rank: a buffer, so that a rank frozen by budget control is checkpointed
         self.register_buffer("rank_limits", torch.tensor([min_rank, max_rank], dtype=torch.long))
         self.threshold = Threshold((), g=g, k=k, s_init=s_init) if threshold else None
+        self.hard = bool(hard)
         # after release(): W = A·diag(mask)·B with plain (free) factors and no threshold (buffers: checkpointed)
         self.register_buffer("released", torch.zeros((), dtype=torch.bool))
         self.register_buffer("release_mask", torch.zeros(max_rank))
@@ -198,6 +202,8 @@ class LowRankSTR(nn.Module):
             return self.release_mask.to(m.dtype) + unused
         if self.threshold is None:
             return m
+        if self.hard:
+            return m * (m.abs() > self.alpha(m))
         return soft_threshold(m, self.alpha(m))
 
     def factors(
@@ -276,9 +282,10 @@ class LowRankSTR(nn.Module):
             return int(torch.count_nonzero(self.thresholded(m)))
 
     def extra_repr(self) -> str:
+        kind = "off" if self.threshold is None else "hard" if self.hard else "on"
         return (
             f"shape={self.shape}, max_rank={self.max_rank}, factors={self.factor_kind}, "
-            f"min_rank={self.min_rank}, threshold={'on' if self.threshold is not None else 'off'}"
+            f"min_rank={self.min_rank}, threshold={kind}"
             + (f", released at rank {self.rank_cap}" if self._is_released else "")
         )
 

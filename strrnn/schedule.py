@@ -4,9 +4,10 @@ Low-rank STR learns ranks by thresholding spectra; *how* the threshold moves dec
 comes out is any good. A weight-decay equilibrium (the paper's recipe) shrinks every surviving singular value
 while it searches, and the model it leaves behind is a worse start than a fresh fixed-rank one (measured:
 ``benchmarks/parity``). The schedule here drives the threshold instead, relative to each matrix's own scale,
-and lets the task gradient resist:
+and cuts with a *hard* threshold, so the directions that survive keep their full value:
 
-.. math::  \alpha_t = \text{strength}\cdot c(p_t)\cdot \max_i |m_i|, \qquad c(p) = 1 - (1 - p)^3
+.. math::  \alpha_t = \text{strength}\cdot c(p_t)\cdot \max_i |m_i|, \qquad c(p) = 1 - (1 - p)^3,
+           \qquad S(m) = m\cdot\mathbf 1[|m| > \alpha_t]
 
 with :math:`p_t` going from 0 to 1 between the fractions ``start`` and ``end`` of training (GMP's cubic
 schedule). With orthogonal factors :math:`|m_i|` are the singular values, so ``strength`` is the fraction of the
@@ -138,6 +139,8 @@ class RankSchedule:
         self.release, self.rewarm = release, rewarm
         self.tensors = {f"{path}.{name}": (module, name, p) for path, module, name, p in iter_str_tensors(model)
                         if isinstance(p, LowRankSTR) and p.threshold is not None}
+        for _, _, p in self.tensors.values():
+            p.hard = True  # the schedule drives the thresholds: no shrinkage of what survives
         if not self.tensors:
             raise ValueError("RankSchedule found no low-rank STR tensor with a threshold; apply "
                              "strrnn.lowrank_rnn(model, factors='orthogonal') (or strrnn.lowrank) first")

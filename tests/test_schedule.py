@@ -192,3 +192,18 @@ def test_lr_lambda_restarts_the_cosine_at_the_freeze(one_thread):
     for _ in range(20):
         no_rewarm.step()
     assert no_rewarm.restart_step is None and no_rewarm.lr_lambda(10) == pytest.approx(0.5)
+
+
+def test_the_schedule_cuts_with_a_hard_threshold(one_thread):
+    model = _model()
+    sched = strrnn.RankSchedule(model, None, total_steps=20, strength=0.6, start=0.0, end=0.9)
+    for _ in range(8):
+        sched.step()
+    cell = model.rnn.cells[0]
+    p = cell.parametrizations["U"][0]
+    m = originals(cell, "U")[1].detach()
+    spec = p.thresholded(m).detach()
+    kept = spec != 0
+    assert p.hard and 0 < int(kept.sum()) < m.numel()
+    assert torch.equal(spec[kept], m[kept])  # survivors keep their value: no shrinkage by alpha
+    assert bool((m[~kept].abs() <= m[kept].abs().min()).all())
