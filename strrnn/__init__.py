@@ -12,7 +12,7 @@ Typical use (the low-rank recipe: :class:`RankSchedule`)::
     model = strrnn.models.build("keyword_spotter", in_chans=32, num_classes=12)
     strrnn.lowrank_rnn(model, factors="orthogonal")       # LowRankSTR on every recurrent W and U
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=epochs * len(loader), strength=0.5)
+    sched = strrnn.RankSchedule(model, opt, total_steps=epochs * len(loader), strength=0.6)
     ...                                                   # opt.step(); sched.step() every batch
     print(strrnn.report(model))     # per-tensor rank / sparsity, threshold, parameters
     small = strrnn.export(model)    # plain modules: rank-r factors / exact zeros

@@ -24,7 +24,7 @@ Plain PyTorch::
 
     strrnn.lowrank_rnn(model, factors="orthogonal")
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=epochs * len(loader), strength=0.5)
+    sched = strrnn.RankSchedule(model, opt, total_steps=epochs * len(loader), strength=0.6)
     lr = torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_lambda)   # cosine, restarted when the ranks freeze
     for epoch in range(epochs):
         for x, y in loader:
@@ -118,7 +118,7 @@ class RankSchedule:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None,
         total_steps: int,
-        strength: float = 0.5,
+        strength: float = 0.6,
         start: float = 0.05,
         end: float = 0.4,
         release: bool = True,

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--g", default=None, help="threshold function (default: exp for lowrank, sigmoid otherwise)")
     m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
     m.add_argument("--min-rank", type=int, default=1, help="spectrum entries the threshold can never cut")
-    m.add_argument("--strength", type=float, default=0.5,
+    m.add_argument("--strength", type=float, default=0.6,
                    help="lowrank: the rank knob — directions below this fraction of each matrix's largest singular "
                         "value are cut by the end of the schedule (0 keeps every rank; larger cuts more)")
     m.add_argument("--schedule-start", type=float, default=0.05,
