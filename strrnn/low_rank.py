@@ -203,7 +203,9 @@ class LowRankSTR(nn.Module):
         if self.threshold is None:
             return m
         if self.hard:
-            return m * (m.abs() > self.alpha(m))
+            alpha = self.alpha(m)
+            # s is driven, not learned; it stays in the graph with zero gradient for DistributedDataParallel
+            return m * (m.abs() > alpha) + 0.0 * alpha
         return soft_threshold(m, self.alpha(m))
 
     def factors(
