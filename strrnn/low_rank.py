@@ -175,11 +175,15 @@ class LowRankSTR(nn.Module):
         """Effective threshold for spectrum ``m`` (r,): ``g(s)`` clamped so the rank stays within its limits."""
         if self.threshold is None:
             return m.new_zeros(())
-        alpha = self.threshold()
+        return self.clamp_to_rank_limits(self.threshold(), m.detach().abs())
+
+    def clamp_to_rank_limits(self, alpha: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+        """Clamp a threshold ``alpha`` (scalar) against ``magnitudes`` (r,) — the values it is compared with —
+        so that between ``min_rank`` and ``rank_cap`` of them survive (ties aside)."""
         floor, cap = self.min_rank, self.rank_cap
-        if floor >= m.numel():
+        if floor >= magnitudes.numel():
             return alpha.new_zeros(())
-        magnitudes = torch.sort(m.detach().abs(), descending=True).values
+        magnitudes = torch.sort(magnitudes, descending=True).values
         if floor > 0:
             # a threshold at the (floor+1)-th largest |m| keeps exactly the top `floor` entries; when that entry
             # ties with the floor-th (free factors start with all m equal), stay just below the tie so the
@@ -188,7 +192,7 @@ class LowRankSTR(nn.Module):
             if magnitudes[floor - 1] <= ceiling:
                 ceiling = magnitudes[floor - 1] * (1.0 - 1e-3)
             alpha = torch.minimum(alpha, ceiling)
-        if cap < m.numel():
+        if cap < magnitudes.numel():
             alpha = torch.maximum(alpha, magnitudes[cap])
         return alpha
 

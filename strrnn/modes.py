@@ -33,7 +33,7 @@ from .reporting import iter_str_tensors
 from .task import ranks_frozen
 from .unstructured import sparsify
 
-__all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS",
+__all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS", "close_match",
            "learned_rank_targets", "budget_ranks"]
 
 
@@ -64,7 +64,6 @@ class Mode:
             ``best.ckpt`` (None: any epoch) — only once the budget the mode learns or schedules is final.
         reload: ``(model, config, ranks) -> None``: parametrize a fresh model so that an exported state dict
             of this mode loads into it (default: :attr:`apply`).
-        thresholds: the mode learns STR thresholds (their decay is warmed up).
     """
 
     name: str
@@ -75,7 +74,6 @@ class Mode:
     callbacks: Callable[[dict, nn.Module], list] = _no_callbacks
     selectable: Callable[..., Callable[[], bool] | None] = _nothing
     reload: Callable[[nn.Module, dict, dict], None] | None = None
-    thresholds: bool = False
 
 
 MODES: dict[str, Mode] = {}
@@ -105,10 +103,14 @@ def get_mode(name: str) -> Mode:
         UsageError: unknown name; the message lists the modes and suggests the closest one.
     """
     if name not in MODES:
-        close = difflib.get_close_matches(str(name), MODES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"unknown --mode {name!r}; choose one of: {', '.join(MODES)}{hint}")
+        raise UsageError(f"unknown --mode {name!r}; choose one of: {', '.join(MODES)}{close_match(name, MODES)}")
     return MODES[name]
+
+
+def close_match(name, known) -> str:
+    """`` (did you mean 'x'?)`` for the entry of ``known`` closest to ``name``, or an empty string."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_mode_flags(config: dict) -> None:
@@ -189,7 +191,7 @@ def _reload_low_rank(model: nn.Module, config: dict, ranks: dict) -> None:
 register_mode(Mode(
     "lowrank", "LowRankSTR on every recurrent W and U: STR learns the ranks", apply=_apply_lowrank,
     flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank, callbacks=_lowrank_callbacks,
-    selectable=_lowrank_selectable, reload=_reload_low_rank, thresholds=True,
+    selectable=_lowrank_selectable, reload=_reload_low_rank,
 ))
 
 
@@ -284,7 +286,7 @@ def _last_epoch(config: dict, task, callbacks):
 
 register_mode(Mode(
     "unstructured", "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
-    apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch, thresholds=True,
+    apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch,
 ))
 
 

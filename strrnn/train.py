@@ -46,7 +46,7 @@ from .callbacks import (
 from .cells import available_cells as cell_names
 from .fileio import DiskFullError, atomic_write_text, load_checkpoint_file
 from .low_rank import FACTOR_KINDS
-from .modes import UsageError, check_mode_flags, get_mode, mode_names
+from .modes import MODES, UsageError, check_mode_flags, close_match, get_mode
 from .reporting import report
 from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig
 
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default=None,
                    help=f"one of: {', '.join(runs.model_names())} (default: the data set's: keyword_spotter, har or "
                         "small_cnn)")
-    m.add_argument("--mode", default="lowrank", help=f"one of: {', '.join(mode_names())}")
+    m.add_argument("--mode", default="lowrank",
+                   help="; ".join(f"{mode.name}: {mode.summary}" for mode in MODES.values()))
     m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(cell_names())}")
     m.add_argument("--hidden-size", type=int, default=100)
     m.add_argument("--num-layers", type=int, default=1)
@@ -208,17 +209,10 @@ def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
     for key, value in loaded.items():
         dest = str(key).replace("-", "_")
         if dest not in actions or dest in ("help", "config"):
-            raise UsageError(f"--config {path}: unknown key {key!r}{_suggest(dest, actions)}; keys are the flag "
+            raise UsageError(f"--config {path}: unknown key {key!r}{close_match(dest, actions)}; keys are the flag "
                              "names, e.g. 'weight_decay'")
         config[dest] = _config_value(actions[dest], value, f"--config {path}: {key}")
     return config
-
-
-def _suggest(name: str, known) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _config_value(action: argparse.Action, value, where: str):
@@ -242,7 +236,7 @@ def _config_value(action: argparse.Action, value, where: str):
 def _choice(config: dict, key: str, choices) -> None:
     if config[key] not in choices:
         raise UsageError(f"unknown --{key.replace('_', '-')} {config[key]!r}; choose one of: {', '.join(choices)}"
-                         f"{_suggest(str(config[key]), choices)}")
+                         f"{close_match(str(config[key]), choices)}")
 
 
 def validate(config: dict) -> None:
@@ -257,8 +251,7 @@ def validate(config: dict) -> None:
         _choice(config, "model", runs.model_names())
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
-    get_mode(config["mode"])  # unknown: suggests the closest name
-    check_mode_flags(config)
+    check_mode_flags(config)  # an unknown --mode: names the closest one
     if config["resume"] and config["overwrite"]:
         raise UsageError("--resume and --overwrite contradict each other; choose one")
     for key in ("epochs", "batch_size", "hidden_size", "num_layers"):

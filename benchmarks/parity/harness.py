@@ -54,37 +54,19 @@ class RelativeLowRankSTR(strrnn.LowRankSTR):
     ``max |m|`` is the spectral norm. The ``min_rank`` / frozen-rank clamps are the library's.
     """
 
-    def __init__(self, shape, ref: str = "max", hard: bool = False, **options) -> None:
-        super().__init__(shape, **options)
+    def __init__(self, shape, ref: str = "max", **options) -> None:
+        super().__init__(shape, **options)  # hard=True: the library's mask m·1[|m| > alpha], survivors not shrunk
         if ref not in ("max", "rms"):
             raise ValueError(f"ref must be 'max' or 'rms', got {ref!r}")
         self.ref = ref
-        self.hard = hard
-
-    def thresholded(self, m: torch.Tensor) -> torch.Tensor:
-        """Soft threshold, or with ``hard=True`` a mask ``m·1[|m| > alpha]`` (survivors are not shrunk)."""
-        if self.threshold is None or not self.hard:
-            return super().thresholded(m)
-        return m * (m.abs() > self.alpha(m))
 
     def alpha(self, m: torch.Tensor) -> torch.Tensor:
         """``g(s) * ref(|m|)`` clamped so that the rank stays within ``[min_rank, rank_cap]``."""
         if self.threshold is None:
             return m.new_zeros(())
-        magnitudes = torch.sort(m.detach().abs(), descending=True).values
-        scale = magnitudes[0] if self.ref == "max" else m.detach().pow(2).mean().sqrt()
-        alpha = self.threshold() * scale
-        floor, cap = self.min_rank, self.rank_cap
-        if floor >= m.numel():
-            return alpha.new_zeros(())
-        if floor > 0:
-            ceiling = magnitudes[floor]
-            if magnitudes[floor - 1] <= ceiling:
-                ceiling = magnitudes[floor - 1] * (1.0 - 1e-3)
-            alpha = torch.minimum(alpha, ceiling)
-        if cap < m.numel():
-            alpha = torch.maximum(alpha, magnitudes[cap])
-        return alpha
+        magnitudes = m.detach().abs()
+        scale = magnitudes.max() if self.ref == "max" else m.detach().pow(2).mean().sqrt()
+        return self.clamp_to_rank_limits(self.threshold() * scale, magnitudes)
 
 
 class SigmaRelativeLowRankSTR(strrnn.LowRankSTR):
@@ -114,19 +96,8 @@ class SigmaRelativeLowRankSTR(strrnn.LowRankSTR):
         if self.threshold is None:
             return m.new_zeros(())
         norms = self.norms.clamp_min(1e-12)
-        magnitudes = torch.sort(m.detach().abs() * norms, descending=True).values
-        alpha = self.threshold() * magnitudes[0]
-        floor, cap = self.min_rank, self.rank_cap
-        if floor >= m.numel():
-            return alpha.new_zeros(())
-        if floor > 0:
-            ceiling = magnitudes[floor]
-            if magnitudes[floor - 1] <= ceiling:
-                ceiling = magnitudes[floor - 1] * (1.0 - 1e-3)
-            alpha = torch.minimum(alpha, ceiling)
-        if cap < m.numel():
-            alpha = torch.maximum(alpha, magnitudes[cap])
-        return alpha / norms
+        sigma = m.detach().abs() * norms
+        return self.clamp_to_rank_limits(self.threshold() * sigma.max(), sigma) / norms
 
 
 # ---------------------------------------------------------------------------------------------------------
