@@ -1,6 +1,11 @@
-"""Rank vs accuracy on real speech (FSDD), through the training CLI — the paper's central RNN claim, tested.
+"""Rank vs accuracy on real speech, through the training CLI — the paper's central RNN claim, tested.
 
     python -m benchmarks.rank_vs_accuracy [--epochs 300] [--seeds 0 1 2] [--jobs 2] [--quick | --report-only]
+    python -m benchmarks.rank_vs_accuracy --dataset google12 --data-dir ../shared/data/speech_commands_sample
+
+Data: FSDD by default (``../shared/data/fsdd``); ``--dataset google12`` with a Speech Commands folder (full archive
+or test-set layout) trains with that data set's recipe (``strrnn.train.DATASET_DEFAULTS``) and writes under
+``benchmarks/results/speech_commands_sample/<epochs>ep`` unless ``--out`` says otherwise.
 
 Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every seed:
 
@@ -33,7 +38,9 @@ from strrnn import compare
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "fsdd"))
+    parser.add_argument("--dataset", default="fsdd", choices=["fsdd", "google12"])
+    parser.add_argument("--data-dir", default=None,
+                        help="default: ../shared/data/fsdd (fsdd) or ../shared/data/speech_commands_sample (google12)")
     parser.add_argument("--out", default=None,
                         help="results folder (default: benchmarks/results/rank_vs_accuracy/<epochs>ep; "
                              "--quick: benchmarks/results/rank_vs_accuracy/quick)")
@@ -43,6 +50,8 @@ def main() -> None:
                         help="--strength of the STR runs (fraction of each matrix's largest singular value)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-lstm", action="store_true")
+    parser.add_argument("--lstm-strength", type=float, default=None,
+                        help="strength of the LSTM + STR run (default: the strongest of --strengths)")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the fixed-rank runs at STR's ranks")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of the whole pipeline: 5 epochs, one seed, one strength")
@@ -51,24 +60,29 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds, args.strengths = 5, [0], [0.7]
-    results = RESULTS / "rank_vs_accuracy"
+    shared = REPO.parent / "shared" / "data"
+    data_dir = args.data_dir or str(shared / ("fsdd" if args.dataset == "fsdd" else "speech_commands_sample"))
+    if not Path(data_dir).is_dir():
+        raise SystemExit(f"{args.dataset} data not found at {data_dir}: pass --data-dir (see ../shared/data/*/README)")
+    results = RESULTS / ("rank_vs_accuracy" if args.dataset == "fsdd" else "speech_commands_sample")
     out = Path(args.out or (results / "quick" if args.quick else results / f"{args.epochs}ep"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    base = ["--dataset", "fsdd", "--data-dir", args.data_dir, "--epochs", str(args.epochs), "--hidden-size", "100",
+    base = ["--dataset", args.dataset, "--data-dir", data_dir, "--epochs", str(args.epochs), "--hidden-size", "100",
             "--batch-size", "100", "--weight-decay", "1e-3"]
+    lstm_strength = args.strengths[-1] if args.lstm_strength is None else args.lstm_strength
 
     first: list[tuple[str, list[str]]] = []  # (run name, flags); per seed the LSTM runs, the slowest, go first
     for seed in args.seeds:
         s = ["--seed", str(seed)]
         if not args.no_lstm:
-            first.append((f"lstm-str-{args.strengths[-1]:g}-s{seed}",
-                          ["--mode", "lowrank", "--cell", "lstm", "--strength", str(args.strengths[-1]), *s]))
+            first.append((f"lstm-str-{lstm_strength:g}-s{seed}",
+                          ["--mode", "lowrank", "--cell", "lstm", "--strength", str(lstm_strength), *s]))
             first.append((f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
         for strength in args.strengths:
             first.append((f"str-{strength:g}-s{seed}", ["--mode", "lowrank", "--strength", str(strength), *s]))
         first.append((f"dense-s{seed}", ["--mode", "dense", *s]))
     if args.report_only:
-        write_report(out, sorted(p.parent for p in out.glob("*/summary.json")))
+        write_report(out, sorted(p.parent for p in out.glob("*/summary.json")), TITLES[args.dataset])
         return
 
     stale = [f"{out / name}: {'; '.join(differ)}" for name, extra in first if (out / name / "summary.json").is_file()
@@ -103,7 +117,7 @@ def main() -> None:
                 if not args.no_vanilla and (twin := vanilla_twin(out / name, extra)):
                     discard_if_stale(out / twin[0], out / name)
                     pending[submit(pool, *twin)] = twin
-    write_report(out, runs)
+    write_report(out, runs, TITLES[args.dataset])
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed; the table holds the others:\n" + "\n".join(failures))
 
@@ -131,7 +145,10 @@ def vanilla_twin(run: Path, flags: list[str]) -> tuple[str, list[str]] | None:
     return run.name.replace("str-", "vanilla-", 1), ["--mode", "fixed-rank", "--budget-from", str(run), *keep]
 
 
-def write_report(out: Path, runs: list[Path]) -> None:
+TITLES = {"fsdd": "FSDD", "google12": "Speech Commands google12 (real clips)"}
+
+
+def write_report(out: Path, runs: list[Path], data_title: str = "FSDD") -> None:
     """table.md (paired STR vs fixed-rank, then every group), table.csv, claims.json and the plot."""
     table = compare.compare(runs)
     groups = paired_groups(runs)
@@ -143,7 +160,7 @@ def write_report(out: Path, runs: list[Path]) -> None:
     epochs = ", ".join(sorted({str(s["epochs"]) for s in summaries}))
     factors = " and ".join(sorted({s["factors"] for s in summaries if s["mode"] == "lowrank"}))
     compare.plot(table[table["cell"] == "fastgrnn"], out / "accuracy_vs_params.png",
-                 title=f"FSDD, FastGRNN hidden 100, {epochs} epochs (STR: {factors} factors)")
+                 title=f"{data_title}, FastGRNN hidden 100, {epochs} epochs (STR: {factors} factors)")
     print(markdown)
     result = claims(groups)
     (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")

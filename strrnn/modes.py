@@ -33,8 +33,8 @@ from .reporting import iter_str_tensors
 from .task import ranks_frozen
 from .unstructured import sparsify
 
-__all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS", "close_match",
-           "learned_rank_targets", "budget_ranks"]
+__all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS", "STR_KNOBS",
+           "close_match", "learned_rank_targets", "budget_ranks"]
 
 
 class UsageError(ValueError):
@@ -64,6 +64,8 @@ class Mode:
             ``best.ckpt`` (None: any epoch) — only once the budget the mode learns or schedules is final.
         reload: ``(model, config, ranks) -> None``: parametrize a fresh model so that an exported state dict
             of this mode loads into it (default: :attr:`apply`).
+        ignores: general flags (config keys) this mode never reads, e.g. the STR knobs for ``dense``; two runs
+            that differ only in them trained the same model (the benchmark runner reuses such runs).
     """
 
     name: str
@@ -74,12 +76,16 @@ class Mode:
     callbacks: Callable[[dict, nn.Module], list] = _no_callbacks
     selectable: Callable[..., Callable[[], bool] | None] = _nothing
     reload: Callable[[nn.Module, dict, dict], None] | None = None
+    ignores: frozenset[str] = frozenset()
 
 
 MODES: dict[str, Mode] = {}
 
 # flags that only some modes accept (every other flag applies to every mode)
 MODE_FLAGS = ("rank_w", "rank_u", "budget_from", "sparsity", "target_rank", "target_params")
+# the threshold's knobs: read by the STR modes only
+STR_KNOBS = frozenset({"g", "s_init", "min_rank", "strength", "schedule_start", "schedule_end", "rewarm",
+                       "threshold_decay", "threshold_lr", "decay_warmup"})
 
 
 def register_mode(mode: Mode) -> Mode:
@@ -129,7 +135,7 @@ def _flag(name: str) -> str:
 
 
 # --- dense ----------------------------------------------------------------------------------------------------
-register_mode(Mode("dense", "the model as built", apply=_nothing))
+register_mode(Mode("dense", "the model as built", apply=_nothing, ignores=STR_KNOBS | {"factors"}))
 
 
 # --- lowrank --------------------------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ def _reload_fixed_rank(model: nn.Module, config: dict, ranks: dict) -> None:
 register_mode(Mode(
     "fixed-rank", "vanilla factorization at --rank-w/--rank-u or at the ranks of --budget-from RUN",
     apply=_apply_fixed_rank, flags=frozenset({"rank_w", "rank_u", "budget_from"}), validate=_validate_fixed_rank,
-    reload=_reload_fixed_rank,
+    reload=_reload_fixed_rank, ignores=STR_KNOBS,
 ))
 
 
@@ -287,6 +293,7 @@ def _last_epoch(config: dict, task, callbacks):
 register_mode(Mode(
     "unstructured", "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
     apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch,
+    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "schedule_end", "rewarm"}),
 ))
 
 
@@ -324,6 +331,7 @@ register_mode(Mode(
     apply=_nothing,  # masks are registered by GMPCallback, which also schedules them
     flags=_PRUNING, validate=_validate_pruning, callbacks=_gmp_callbacks, selectable=_gmp_selectable,
     reload=_nothing,  # exported: masks folded into plain weights
+    ignores=STR_KNOBS | {"factors"},
 ))
 def _apply_dnw(model: nn.Module, config: dict) -> None:
     apply_dnw(model, pruning_targets(model, config))
@@ -335,11 +343,11 @@ def _apply_magnitude(model: nn.Module, config: dict) -> None:
 
 register_mode(Mode(
     "dnw", "discovering neural wirings: top-k weights forward, dense gradients", apply=_apply_dnw,
-    flags=_PRUNING, validate=_validate_pruning, reload=_nothing,
+    flags=_PRUNING, validate=_validate_pruning, reload=_nothing, ignores=STR_KNOBS | {"factors"},
 ))
 register_mode(Mode(
     "magnitude", "one-shot magnitude pruning at initialization", apply=_apply_magnitude,
-    flags=_PRUNING, validate=_validate_pruning, reload=_nothing,
+    flags=_PRUNING, validate=_validate_pruning, reload=_nothing, ignores=STR_KNOBS | {"factors"},
 ))
 
 

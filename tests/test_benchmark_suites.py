@@ -45,6 +45,17 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
         runner.train_run(run, longer, tmp_path / "r.log")
 
 
+def test_a_dense_run_is_not_stale_for_knobs_its_mode_never_reads(tmp_path):
+    dense = ["--dataset", "fsdd", "--epochs", "3", "--mode", "dense", "--seed", "1"]
+    run = finished_run(tmp_path / "d", [*dense, "--strength", "0.3"])
+    assert runner.stale_settings(run, [*dense, "--strength", "0.8", "--schedule-end", "0.5"]) == []
+    assert runner.stale_settings(run, [*dense, "--lr", "0.01"]) == ["lr: 0.001 there, 0.01 asked"]
+    # a lowrank run reads the strength
+    str_run = finished_run(tmp_path / "s", FLAGS)
+    assert runner.stale_settings(str_run, [*FLAGS[:-4], "--strength", "0.8", "--seed", "1"]) == [
+        "strength: 0.6 there, 0.8 asked"]
+
+
 def test_budget_from_paths_compare_resolved(tmp_path, monkeypatch):
     source = tmp_path / "str-run"
     flags = ["--mode", "fixed-rank", "--budget-from", str(source)]
