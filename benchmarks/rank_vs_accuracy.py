@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.5, 0.7],
                         help="--strength of the STR runs (fraction of each matrix's largest singular value)")
+    parser.add_argument("--target-params", type=int, nargs="*", default=[],
+                        help="budget-control STR runs (--target-params N) beside the strengths, each with its "
+                             "fixed-rank twin (named str-params<N>-s<seed>)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-lstm", action="store_true")
     parser.add_argument("--lstm-strength", type=float, default=None,
@@ -80,6 +83,8 @@ def main() -> None:
             first.append((f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
         for strength in args.strengths:
             first.append((f"str-{strength:g}-s{seed}", ["--mode", "lowrank", "--strength", str(strength), *s]))
+        for budget in args.target_params:
+            first.append((f"str-params{budget}-s{seed}", ["--mode", "lowrank", "--target-params", str(budget), *s]))
         first.append((f"dense-s{seed}", ["--mode", "dense", *s]))
     if args.report_only:
         write_report(out, sorted(p.parent for p in out.glob("*/summary.json")), TITLES[args.dataset])
@@ -186,7 +191,8 @@ def paired_groups(run_dirs) -> list[dict]:
         group["runs"].append(s)
         if (twin := name.replace("str-", "vanilla-", 1)) in summaries and s["mode"] == "lowrank":
             group["vanilla"].append(summaries[twin])
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[0] != "fastgrnn", k))]
+    # budgets ("6600 params") after strengths
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0] != "fastgrnn", k[:3], str(type(k[3])), k[3]))]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -212,7 +218,8 @@ def paired_table(groups: list[dict]) -> str:
         pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in runs)
         params = statistics.mean(s["params_str"] for s in runs)
         vanilla = f"{stats(g['vanilla'])} ({len(g['vanilla'])} seeds)" if g["vanilla"] else ""
-        lines.append(f"| {g['cell']} STR {g['factors']} | {g['strength']:g} | {ranks} | {params:,.0f} ({pct:.0f}%) "
+        knob = f"{g['strength']:g}" if isinstance(g["strength"], float) else g["strength"]
+        lines.append(f"| {g['cell']} STR {g['factors']} | {knob} | {ranks} | {params:,.0f} ({pct:.0f}%) "
                      f"| {stats(runs)} | {vanilla} | {len(runs)} |")
     return "\n".join(lines)
 
