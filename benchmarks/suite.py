@@ -1,4 +1,4 @@
-"""Every benchmark in one command: speed ratios, rank vs accuracy (FSDD), CNN sparsity (digits).
+"""Every benchmark in one command: speed ratios, rank vs accuracy (FSDD, Speech Commands), CNN sparsity (digits).
 
     python -m benchmarks.suite --quick     # smoke run of every benchmark, < 10 min on 2 cores
     python -m benchmarks.suite             # the full suite (the figures in benchmarks/README.md)
@@ -10,11 +10,18 @@ to ``<out>/logs/<name>.log`` and its wall time to ``<out>/suite.md``, where ``<o
 ``benchmarks/results/suite`` (``--quick``: ``benchmarks/results/suite/quick``). A failing benchmark is reported
 and the suite goes on; the exit status is 1 if any failed. The training suites resume: rerunning after an
 interruption reuses every finished run.
+
+Data: rank_vs_accuracy reads FSDD (``../shared/data/fsdd``, else ``$STRRNN_FSDD`` or the user data folder; get it
+with ``python -m strrnn.data download fsdd``); speech_commands_sample reads ``../shared/data/speech_commands_sample``
+(real Speech Commands clips in the test-set layout); cnn_sparsity reads scikit-learn's digits (installed with strrnn);
+the others make their own inputs. A benchmark whose data is missing is skipped ("skipped: needs ..." in
+suite.md), not failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 import time
@@ -29,11 +36,30 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "rnn_speed": ("rnn_speed", ["--out", "benchmarks/results/rnn_speed/table.md"], ["--quick"]),
     "overhead": ("overhead", ["--rounds", "20"], ["--rounds", "3"]),
     "cnn_overhead": ("cnn_overhead", ["--rounds", "20", "--threads", "1"], ["--rounds", "3", "--threads", "1"]),
-    "rank_vs_accuracy_100ep": ("rank_vs_accuracy", ["--epochs", "100", "--jobs", "2"], ["--quick"]),
+    "inference_latency": ("inference_latency", [], ["--quick"]),
+    # the published FSDD table: two strengths and two budgets (budget control), each with its fixed-rank twins
+    "rank_vs_accuracy_100ep": ("rank_vs_accuracy", ["--epochs", "100", "--strengths", "0.6", "0.8", "--no-lstm",
+                                                    "--target-params", "6600", "1980", "--jobs", "2"], ["--quick"]),
+    # real Speech Commands (the 130-speaker sample): FastGRNN at two strengths, LSTM at one, fixed-rank twins
+    "speech_commands_sample": ("rank_vs_accuracy", ["--dataset", "google12", "--epochs", "100", "--strengths", "0.6",
+                                                    "0.8", "--lstm-strength", "0.6", "--jobs", "2"], None),
     # the paper's 300 epochs, FastGRNN only (the whole design at 300 epochs: drop --no-lstm)
     "rank_vs_accuracy_300ep": ("rank_vs_accuracy", ["--epochs", "300", "--no-lstm", "--jobs", "2"], None),
     "cnn_sparsity": ("cnn_sparsity", ["--jobs", "2"], ["--quick"]),
 }
+
+
+#: script -> "module:function" that returns what the script, run with the given arguments, needs and does not find
+#: (``None``: its data is there). Scripts not listed make their own inputs or read installed data.
+DATA_CHECKS: dict[str, str] = {"rank_vs_accuracy": "benchmarks.rank_vs_accuracy:missing_data"}
+
+
+def missing_data(script: str, args: list[str]) -> str | None:
+    """What benchmark ``script`` needs for ``args`` and does not find (:data:`DATA_CHECKS`), or ``None``."""
+    if script not in DATA_CHECKS:
+        return None
+    module, function = DATA_CHECKS[script].split(":")
+    return getattr(importlib.import_module(module), function)(args)
 
 
 def run_benchmark(script: str, args: list[str], log: Path) -> tuple[int, float]:
@@ -58,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         script, full, quick = BENCHMARKS[name]
         flags = quick if args.quick else full
         if flags is None:
+            continue
+        if (need := missing_data(script, flags)) is not None:
+            print(f"{name} skipped: {need}", flush=True)
+            rows.append(f"| {name} | `{' '.join(flags)}` | | skipped: {need} |")
             continue
         log = out / "logs" / f"{name}.log"
         print(f"{name} {' '.join(flags)} ...", end=" ", flush=True)

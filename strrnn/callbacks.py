@@ -11,6 +11,10 @@
 * :class:`EpochSeed` — reseed every epoch from ``(seed, epoch)`` so a resumed run sees the same batches.
 * :class:`AtomicCheckpointIO` — checkpoints written through a temporary file and ``os.replace``; loaded with
   ``weights_only=True``.
+
+These are ``pytorch_lightning`` classes (a callback is a ``pytorch_lightning.Callback``); each is written without
+a Lightning base and given one by :func:`strrnn.lightning_compat.lightning_class`, so that
+:mod:`strrnn.lightning_compat` can offer the same classes to a ``lightning.pytorch`` Trainer.
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .fileio import atomic_path, atomic_write_text, load_checkpoint_file
+from .lightning_compat import lightning_class
 from .low_rank import LowRankSTR, originals
 from .reporting import iter_str_tensors, report
 from .schedule import RankSchedule
@@ -52,7 +55,8 @@ def threshold_group(optimizer: torch.optim.Optimizer) -> dict | None:
     return next((g for g in optimizer.param_groups if g.get("name") == "threshold"), None)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
+@lightning_class("TorchCheckpointIO")
+class AtomicCheckpointIO:
     """Checkpoint I/O that never leaves a half-written file and never unpickles arbitrary objects."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
@@ -65,7 +69,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location)
 
 
-class RankLogger(pl.Callback):
+@lightning_class("Callback")
+class RankLogger:
     """Append one row per STR tensor and epoch to ``path`` (CSV: epoch, module, tensor, mode, rank, sparsity,
     threshold, params) and log ``rank/<module>.<tensor>`` to the Lightning logger."""
 
@@ -137,7 +142,8 @@ def _fmt(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:g}"
 
 
-class ThresholdDecayWarmup(pl.Callback):
+@lightning_class("Callback")
+class ThresholdDecayWarmup:
     """Scale the ``"threshold"`` group's weight decay (the thresholds ``s``; unstructured STR has no spectra)
     linearly from 0 to its set value over the first ``epochs`` epochs.
 
@@ -161,7 +167,8 @@ class ThresholdDecayWarmup(pl.Callback):
         group["weight_decay"] = group["base_weight_decay"] * min(1.0, progress)
 
 
-class RankScheduleCallback(pl.Callback):
+@lightning_class("Callback")
+class RankScheduleCallback:
     """Runs :class:`strrnn.RankSchedule` in a Lightning fit: built at the start of training over the task's model
     and optimizer, stepped after every optimizer step, checkpointed with the run.
 
@@ -213,7 +220,8 @@ class NonFiniteLossError(RuntimeError):
     epoch and step."""
 
 
-class NonFiniteLossGuard(pl.Callback):
+@lightning_class("Callback")
+class NonFiniteLossGuard:
     """Stop a run that diverged, so no NaN/inf reaches a checkpoint or the exported model.
 
     Checked: the training loss before every backward pass; every parameter after every optimizer step (a huge
@@ -247,7 +255,8 @@ class NonFiniteLossGuard(pl.Callback):
             self._stop(trainer, f"non-finite validation loss ({float(loss)})")
 
 
-class ResumableMetrics(pl.Callback):
+@lightning_class("Callback")
+class ResumableMetrics:
     """Keep ``metrics.csv`` whole across ``--resume``.
 
     Lightning's CSV logger deletes its ``metrics.csv`` when it starts, so a resumed run would lose every row
@@ -277,7 +286,8 @@ class ResumableMetrics(pl.Callback):
             trainer.logger.save()
 
 
-class EpochSeed(pl.Callback):
+@lightning_class("Callback")
+class EpochSeed:
     """Seed torch/numpy/random from ``(seed, epoch)`` at the start of every epoch.
 
     The data order of epoch ``e`` then depends on ``e`` alone, so a run resumed from a checkpoint sees the

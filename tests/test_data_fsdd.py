@@ -1,14 +1,17 @@
 """FSDD: the real corpus from ../shared/data/fsdd when present, and a generated tree for the error paths."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest_data import make_fsdd_tree
 
 import strrnn.data as data
 from strrnn.data.errors import DatasetNotFoundError, LayoutError
-from strrnn.data.fsdd import default_fsdd_root
 
-FSDD = default_fsdd_root()
+# the checkout's reference copy (strrnn's own default is the user data folder, see test_data_paths.py)
+FSDD = Path(os.environ.get("STRRNN_FSDD") or Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd")
 needs_fsdd = pytest.mark.skipif(
     not (FSDD / "recordings").is_dir(),
     reason=f"real FSDD not found at {FSDD} (set $STRRNN_FSDD to a folder holding recordings/)",
@@ -23,7 +26,7 @@ def fsdd_cache(tmp_path_factory):
 
 @needs_fsdd
 def test_real_fsdd_official_split(fsdd_cache):
-    dm = data.get("fsdd", cache_dir=fsdd_cache, progress=False)
+    dm = data.get("fsdd", FSDD, cache_dir=fsdd_cache, progress=False)
     dm.setup()
     sizes = dm.split_sizes()
     assert sizes["train"] + sizes["val"] == 2700 and sizes["test"] == 300 and sizes["val"] == 300
@@ -34,14 +37,14 @@ def test_real_fsdd_official_split(fsdd_cache):
     # end-aligned: the last frames carry speech, the first frames of short clips are padding
     raw = np.asarray(dm.test_set.features)
     assert raw[:, -10:].mean() > raw[:, :10].mean()
-    dm2 = data.get("fsdd", cache_dir=fsdd_cache, progress=False)
+    dm2 = data.get("fsdd", FSDD, cache_dir=fsdd_cache, progress=False)
     dm2.setup()
     assert all(dm2.cache_hits.values())
 
 
 @needs_fsdd
 def test_real_fsdd_holdout_speaker(fsdd_cache):
-    dm = data.get("fsdd", cache_dir=fsdd_cache, holdout_speaker="theo", progress=False)
+    dm = data.get("fsdd", FSDD, cache_dir=fsdd_cache, holdout_speaker="theo", progress=False)
     dm.setup()
     assert dm.split_sizes() == {"train": 2250, "val": 250, "test": 500}
 

@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .paths import data_root
+
 
 class ArrayDataset(Dataset):
     """``(features float32 tensor, label int)`` samples from an array (possibly memory-mapped).
@@ -77,15 +79,9 @@ def stats_arrays(norm: dict, shape: tuple[int, ...]) -> tuple[np.ndarray, np.nda
     return mean, std
 
 
-def project_root() -> Path:
-    """The project checkout (the folder holding ``strrnn/``)."""
-    return Path(__file__).resolve().parents[2]
-
-
 def default_data_dir() -> Path:
-    """Where datasets live by default: ``$STRRNN_DATA`` or ``<project>/datasets``."""
-    env = os.environ.get("STRRNN_DATA")
-    return Path(env) if env else project_root() / "datasets"
+    """Where datasets live by default: ``$STRRNN_DATA`` or the user data folder (:mod:`strrnn.data.paths`)."""
+    return data_root()
 
 
 def user_cache_dir() -> Path:

@@ -6,31 +6,31 @@ takes (``val_takes``, default 5-9 -> 300 clips, leaving 2,400 for training). ``h
 instead tests on every clip of that speaker and trains/validates on the other speakers (validation:
 ``val_takes`` of the remaining speakers). Clips are resampled to 16 kHz and end-aligned to 1 s.
 
-License: CC BY-SA 4.0 (Jakobovski/free-spoken-digit-dataset). The default root is
-``../shared/data/fsdd`` next to the project checkout (or ``$STRRNN_FSDD``); the dataset is treated
-as read-only, so features are cached under ``$STRRNN_CACHE`` / ``~/.cache/strrnn/fsdd`` unless
-``cache_dir`` is given.
+License: CC BY-SA 4.0 (Jakobovski/free-spoken-digit-dataset). The default root is ``$STRRNN_FSDD``, else
+``$STRRNN_DATA/fsdd``, else ``~/.local/share/strrnn/fsdd`` (:mod:`strrnn.data.paths`); ``download=True``
+fetches the recordings there (:func:`download_fsdd`). The dataset is treated as read-only, so features are
+cached under ``$STRRNN_CACHE`` / ``~/.cache/strrnn/fsdd`` unless ``cache_dir`` is given.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import warnings
 from pathlib import Path
 
 from .audio import Item
 from .audio_module import AudioDataModule
-from .base import project_root, user_cache_dir
+from .base import user_cache_dir
+from .download import FSDD_CLIP as _NAME
+from .download import download_fsdd
 from .errors import DatasetNotFoundError, LayoutError
+from .paths import dataset_dir
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
 def default_fsdd_root() -> Path:
-    env = os.environ.get("STRRNN_FSDD")
-    return Path(env) if env else project_root().parent / "shared" / "data" / "fsdd"
+    """FSDD's folder when none is given: ``$STRRNN_FSDD``, ``$STRRNN_DATA/fsdd`` or the user data folder's."""
+    return dataset_dir("fsdd")
 
 
 class FSDDDataModule(AudioDataModule):
@@ -42,9 +42,11 @@ class FSDDDataModule(AudioDataModule):
         val_takes=range(5, 10),
         test_takes=range(0, 5),
         holdout_speaker: str | None = None,
+        download: bool = False,
         **kwargs,
     ):
-        super().__init__(root=Path(root) if root is not None else default_fsdd_root(), **kwargs)
+        super().__init__(root=dataset_dir("fsdd", root), **kwargs)
+        self.download = download
         self.val_takes = {int(t) for t in val_takes}
         self.test_takes = {int(t) for t in test_takes}
         if self.val_takes & self.test_takes:
@@ -55,13 +57,20 @@ class FSDDDataModule(AudioDataModule):
     def _default_cache_dir(self) -> Path:
         return user_cache_dir() / "fsdd"
 
+    def prepare_data(self) -> None:
+        """Download the recordings (:func:`download_fsdd`) when asked to and ``root/recordings`` is missing."""
+        if self.download and not (self.root / "recordings").exists():
+            download_fsdd(self.root, progress=self.progress)
+
     def _splits(self):
+        self.prepare_data()
         rec = self.root / "recordings"
         if not self.root.is_dir():
             raise DatasetNotFoundError(
-                f"FSDD not found: {self.root} does not exist. Pass --data-dir <folder holding recordings/> "
-                "(in Python: root=...) or set $STRRNN_FSDD; the data is at "
-                "https://github.com/Jakobovski/free-spoken-digit-dataset (copy its recordings/ folder)."
+                f"FSDD not found: {self.root} does not exist. Download it with --download (in Python: "
+                "download=True; or `python -m strrnn.data download fsdd`), pass --data-dir <folder holding "
+                "recordings/> (in Python: root=...) or set $STRRNN_FSDD; the data is at "
+                "https://github.com/Jakobovski/free-spoken-digit-dataset (its recordings/ folder)."
             )
         if not rec.is_dir():
             raise LayoutError(f"FSDD layout under {self.root} is incomplete; missing: recordings/")
@@ -92,4 +101,5 @@ class FSDDDataModule(AudioDataModule):
 
 
 def fsdd(root=None, **kw) -> FSDDDataModule:
+    """The FSDD data module (``strrnn.data.get("fsdd", root, **kw)``)."""
     return FSDDDataModule(root, **kw)

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .base import BaseDataModule, default_data_dir
+from .base import BaseDataModule
 from .errors import DatasetNotFoundError, LayoutError
+from .paths import dataset_dir
 
 ACTIVITIES = (
     "WALKING",
@@ -50,9 +51,9 @@ FOLDER = "UCI HAR Dataset"
 def find_har_root(root: Path) -> Path:
     if not root.exists():
         raise DatasetNotFoundError(
-            f"UCI HAR not found: {root} does not exist. Download 'UCI HAR Dataset.zip' from the UCI "
-            "repository (https://archive.ics.uci.edu/dataset/240) and unzip it there, or use "
-            f"strrnn.data.download('har', '{root}')."
+            f"UCI HAR not found: {root} does not exist. Download it with --download (in Python: download=True; "
+            "or `python -m strrnn.data download har`), pass --data-dir / set $STRRNN_HAR to the folder holding "
+            "'UCI HAR Dataset', or unzip 'UCI HAR Dataset.zip' from https://archive.ics.uci.edu/dataset/240 there."
         )
     return root / FOLDER if (root / FOLDER).is_dir() else root
 
@@ -118,7 +119,7 @@ class HARDataModule(BaseDataModule):
         download: bool = False,
         **kwargs,
     ):
-        super().__init__(root=Path(root) if root is not None else default_data_dir() / "har", **kwargs)
+        super().__init__(root=dataset_dir("har", root), **kwargs)
         if classes not in (2, 6):
             raise ValueError("classes must be 6 (har6) or 2 (har2)")
         self.classes, self.val_fraction, self.cache_dir = classes, val_fraction, cache_dir

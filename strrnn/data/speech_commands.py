@@ -49,8 +49,9 @@ import soundfile as sf
 
 from .audio import Item
 from .audio_module import AudioDataModule
-from .base import default_data_dir, user_cache_dir
+from .base import user_cache_dir
 from .errors import DatasetNotFoundError, LayoutError
+from .paths import dataset_dir
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class SpeechCommandsDataModule(AudioDataModule):
             raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
         if testset_split not in TESTSET_SPLITS:
             raise ValueError(f"testset_split must be one of {TESTSET_SPLITS}, got {testset_split!r}")
-        root = Path(root) if root is not None else default_data_dir() / f"speech_commands_{version}"
+        root = dataset_dir(f"speech_commands_{version}", root)
         super().__init__(root=root, **kwargs)
         words = list(words)
         if not words or len(set(words)) != len(words):

@@ -1,0 +1,47 @@
+"""``python -m strrnn.data``: where the data sets are read from, and downloads into those folders.
+
+    python -m strrnn.data where [NAME ...]        the folder each data set is read from, and whether it is there
+    python -m strrnn.data download NAME [--root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .download import ALIASES, ARCHIVES, download
+from .errors import DataError
+from .paths import FOLDERS, dataset_dir, env_var
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m strrnn.data``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m strrnn.data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    where = commands.add_parser("where", help="print the folder each data set is read from")
+    where.add_argument("names", nargs="*", metavar="NAME", help="data sets (default: all with a folder)")
+    names = sorted({*ARCHIVES, *ALIASES} - {"fsdd_image"})
+    get = commands.add_parser("download", help="download a data set into its folder")
+    get.add_argument("name", choices=names, metavar="NAME", help=f"one of: {', '.join(names)}")
+    get.add_argument("--root", default=None, help="destination (default: the folder `where` prints)")
+    get.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after unpacking")
+    args = parser.parse_args(argv)
+    if args.command == "where":
+        for name in args.names or sorted(FOLDERS):
+            folder = dataset_dir(name)
+            variable = env_var(name)
+            print(f"{name}: {folder}{'' if folder.exists() else ' (missing)'}"
+                  f"{f'  [${variable}]' if variable else ''}")
+        return 0
+    root = dataset_dir(args.name, args.root)
+    try:
+        download(args.name, root, keep_archive=args.keep_archive)
+    except (DataError, FileExistsError) as err:
+        print(f"python -m strrnn.data download: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
