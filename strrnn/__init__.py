@@ -16,13 +16,14 @@ Typical use (the low-rank recipe: :class:`RankSchedule`)::
     ...                                                   # opt.step(); sched.step() every batch
     print(strrnn.report(model))     # per-tensor rank / sparsity, threshold, parameters
     small = strrnn.export(model)    # plain modules: rank-r factors / exact zeros
+    print(strrnn.model_size(small)) # {"fp32_kb": ..., "int8_kb": ...} of what export stores
 """
 
 from importlib import import_module
 
 from .exporting import export, has_str
 from .low_rank import LowRankLinear, LowRankSTR, low_rank_factors, lowrank, lowrank_rnn, rank, spectrum
-from .reporting import report
+from .reporting import model_size, report
 from .schedule import RankSchedule
 from .threshold import (
     Threshold,
@@ -41,7 +42,7 @@ __all__ = [
     "soft_threshold", "register_threshold_function", "get_threshold_function", "threshold_functions",
     "lowrank", "lowrank_rnn", "low_rank_factors", "rank", "spectrum",
     "sparse", "sparsify", "sparsity",
-    "param_groups", "RankSchedule", "report", "export", "has_str",
+    "param_groups", "RankSchedule", "report", "model_size", "export", "has_str",
     "cells", "models", "data", "load",
 ]
 

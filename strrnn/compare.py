@@ -1,29 +1,129 @@
-"""Rank-vs-accuracy table across run folders: ``python -m strrnn.compare RUN_DIR... [--csv F] [--plot F]``.
+"""Rank-vs-accuracy table across run folders: ``python -m strrnn.compare RUN_DIR... [--csv F] [--plot F]
+[--ranks-plot F]``.
 
-Runs are grouped by dataset, mode, cell, factors and learned/fixed ranks; each group reports test accuracy as
-mean ± std over its seeds, with the parameters of the STR tensors (W and U) after export and of the whole
-exported model. Printed as markdown, written as CSV, and plotted (accuracy vs parameters, one marker per mode).
+Runs are seeds of one configuration only when every setting of their ``config.yaml`` but the seed matches
+(:func:`run_settings`); the settings in which groups differ are printed ("groups differ in: pooling") and named in
+each row's ``settings`` column. Each group reports its test accuracy as mean ± std over its seeds, the ranks each
+seed learned, the parameters of the STR tensors (W and U) after export — for a run without STR (dense, pruning
+baselines) those of the tensors STR would compress, so a dense row reads 100% — and of the whole exported model.
+Printed as markdown, written as CSV and plotted: accuracy vs parameters, one panel per data set, one marker per
+mode; ``--ranks-plot`` draws each tensor's rank over the epochs of every run (from its ``ranks.csv``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import math
 import sys
 import warnings
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
+from .modes import MODE_FLAGS, MODES
+from .optional import MissingExtraError, require
 from .runs import read_summaries
+from .train import OPERATIONAL, build_parser
 
-GROUP = ["dataset", "mode", "cell", "factors", "strength", "ranks"]
 MARKERS = {"dense": "s", "lowrank": "o", "fixed-rank": "^", "unstructured": "D"}
+# settings that do not change what a run computes: where it ran and logged, where its data came from
+NOT_SETTINGS = frozenset(OPERATIONAL | {"seed", "data_dir", "download"})
+# settings the table shows in columns of their own (the strength column also stands for the budget flags)
+_SHOWN = frozenset({"dataset", "mode", "cell", "factors", "strength", "target_rank", "target_params",
+                    "threshold_decay", "ranks"})
+# a run folder without config.yaml (older versions): the settings its summary.json names
+_SUMMARY_SETTINGS = ("dataset", "mode", "model", "cell", "hidden_size", "epochs", "weight_decay", "factors",
+                     "threshold_decay", "strength")
+
+
+def run_settings(run_dir) -> dict:
+    """The settings that decide what the run in ``run_dir`` computed: its ``config.yaml`` (a flag added since the
+    run at its default) without the seed, the operational settings (:data:`strrnn.train.OPERATIONAL`), where the
+    data lives and the settings its mode never reads (:attr:`strrnn.modes.Mode.ignores`, and the mode flags it
+    does not accept).
+
+    A fixed-rank run's setting is the ranks it trained at (``ranks``), whether ``--rank-w/--rank-u`` or
+    ``--budget-from RUN`` gave them: twins of different seeds at the same ranks trained one configuration. Another
+    ``--budget-from`` counts as the folder's name. Without ``config.yaml``, the settings ``summary.json`` names.
+    """
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if (run_dir / "config.yaml").is_file():
+        settings = {**_flag_defaults(), **(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})}
+    else:
+        settings = {key: summary[key] for key in _SUMMARY_SETTINGS if key in summary}
+    mode = MODES.get(settings.get("mode"))
+    ignored = NOT_SETTINGS | (mode.ignores | (set(MODE_FLAGS) - mode.flags) if mode is not None else frozenset())
+    settings = {key: _hashable(value) for key, value in settings.items() if key not in ignored}
+    if settings.get("mode") == "fixed-rank" and summary.get("ranks"):
+        for key in ("rank_w", "rank_u", "budget_from"):
+            settings.pop(key, None)
+        settings["ranks"] = ",".join(map(str, summary["ranks"].values()))
+    elif settings.get("budget_from"):
+        settings["budget_from"] = Path(str(settings["budget_from"])).name
+    return settings
+
+
+@functools.cache
+def _flag_defaults() -> dict:
+    return vars(build_parser().parse_args([]))
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _differing(groups: list[dict]) -> list[str]:
+    """The settings whose values differ among ``groups`` (among the groups whose mode reads them)."""
+    keys = sorted({key for settings in groups for key in settings})
+    return [key for key in keys if len({repr(s[key]) for s in groups if key in s}) > 1]
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(_text, value))
+    return str(value)
+
+
+def compressible_params(run_dir) -> tuple[float, float]:
+    """``(dense, kept)`` parameters of the tensors STR compresses, counted in the exported model of ``run_dir``:
+    the recurrent W and U when the model has recurrent cells (what ``--mode lowrank`` factorizes), else every
+    conv/linear weight (``--mode unstructured``); ``kept`` counts nonzeros (a pruning baseline's zeros are
+    exact). For runs whose summary has no STR tensor; ``(nan, nan)`` with a warning if the export cannot be
+    loaded."""
+    import torch
+
+    from .runs import load_exported
+    from .selection import select_weights
+
+    try:
+        model, _ = load_exported(run_dir)
+    except (ValueError, OSError, RuntimeError, KeyError) as err:
+        warnings.warn(f"{run_dir}: cannot count its W,U parameters ({err})", stacklevel=2)
+        return math.nan, math.nan
+    chosen = select_weights(model)
+    recurrent = [(path, m, name) for path, m, name in chosen if getattr(type(m), "recurrent_weights", None)]
+    tensors = [getattr(m, name) for _, m, name in recurrent or chosen]
+    return float(sum(t.numel() for t in tensors)), float(sum(int(torch.count_nonzero(t)) for t in tensors))
 
 
 def compare(run_dirs) -> pd.DataFrame:
-    """The grouped table (one row per group) for the given run folders.
+    """The grouped table (one row per configuration, :func:`run_settings`) for the given run folders.
 
-    Runs without a test accuracy (a run that broke before testing) are left out with a warning naming them.
+    Columns: ``dataset``, ``mode``, ``cell``, ``factors``, ``strength``, ``ranks`` (each seed's, `` / ``-separated
+    when they differ), ``seeds``, ``test_acc_mean``/``_std``, ``params_str``/``_dense``/``_pct`` (W,U),
+    ``params_exported``, ``settings`` (the settings that split this data set's groups and no other column shows,
+    e.g. ``pooling=mean``) and ``runs``. ``table.attrs["differ"]``: per data set, every setting in which its groups
+    differ. Runs without a test accuracy (a run that broke before testing) are left out with a warning naming them.
 
     Raises:
         ValueError: no run folder given, or none of them has a test accuracy.
@@ -39,7 +139,7 @@ def compare(run_dirs) -> pd.DataFrame:
     runs = runs[accuracy.notna()].copy()
     if runs.empty:
         raise ValueError("none of the runs has a test accuracy (did every run fail?); nothing to compare")
-    for column in GROUP:
+    for column in ("dataset", "mode", "cell", "factors", "strength", "ranks", "params_str", "params_str_dense"):
         if column not in runs:
             runs[column] = None
     # the STR strength: summaries name it (lowrank: the schedule's strength or budget; unstructured: the threshold
@@ -48,66 +148,177 @@ def compare(run_dirs) -> pd.DataFrame:
     legacy = decay.where(runs["mode"].isin(["lowrank", "unstructured"])) if decay is not None else None
     runs["strength"] = runs["strength"].where(runs["strength"].notna(), legacy) if "strength" in runs else legacy
     runs.loc[runs["mode"] == "dense", "factors"] = None
-    grouped = runs.groupby(GROUP, dropna=False, sort=False)
+    for column in ("params_str", "params_str_dense"):
+        runs[column] = pd.to_numeric(runs[column], errors="coerce").astype(float)
+    for i in runs.index[~(runs["params_str_dense"] > 0)]:  # no STR tensor: count what STR would compress
+        runs.loc[i, ["params_str_dense", "params_str"]] = compressible_params(runs.at[i, "run"])
+    settings = {run: run_settings(run) for run in runs["run"]}
+    runs["key"] = [repr(sorted(settings[run].items())) for run in runs["run"]]
+    groups = {key: settings[run] for key, run in zip(runs["key"], runs["run"])}
+    by_dataset: dict[str, list[dict]] = {}
+    for group in groups.values():
+        by_dataset.setdefault(str(group.get("dataset")), []).append(group)
+    differ = {dataset: _differing(members) for dataset, members in by_dataset.items()}
+    labels = {key: ", ".join(f"{k}={_text(group[k])}" for k in differ[str(group.get("dataset"))]
+                             if k not in _SHOWN and k in group) for key, group in groups.items()}
+    grouped = runs.groupby("key", sort=False)
     table = grouped.agg(
+        dataset=("dataset", "first"), mode=("mode", "first"), cell=("cell", "first"), factors=("factors", "first"),
+        strength=("strength", "first"), ranks=("ranks", _distinct),
         seeds=("seed", "count"),
         test_acc_mean=("test_acc", "mean"),
         test_acc_std=("test_acc", "std"),
         params_str=("params_str", "mean"),
         params_str_dense=("params_str_dense", "mean"),
         params_exported=("params_exported", "mean"),
+        runs=("run", _distinct),
     ).reset_index()
+    table["settings"] = table.pop("key").map(labels)
     table["test_acc_std"] = table["test_acc_std"].fillna(0.0)
     table["params_str_pct"] = 100.0 * table["params_str"] / table["params_str_dense"].where(
         table["params_str_dense"] > 0)
-    return table.sort_values(["dataset", "params_str"], ascending=[True, False]).reset_index(drop=True)
+    table = table.sort_values(["dataset", "params_str"], ascending=[True, False]).reset_index(drop=True)
+    table.attrs["differ"] = differ
+    return table
+
+
+def _distinct(values) -> str:
+    return " / ".join(dict.fromkeys(str(v) for v in values))
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """Markdown with accuracy as ``mean ± std`` in percent."""
+    """Markdown with accuracy as ``mean ± std`` in percent; W,U params of a run without STR are those of its dense
+    W and U (100%)."""
     lines = ["| dataset | mode | cell | factors | strength | ranks (W,U) | W,U params (% of dense) "
-             "| model params | test acc % (mean ± std) | seeds |", "|" + "---|" * 10]
+             "| model params | test acc % (mean ± std) | seeds | settings |", "|" + "---|" * 11]
     for _, r in table.iterrows():
         wd = "" if pd.isna(r["strength"]) else (f"{r['strength']:g}" if isinstance(r["strength"], float)
                                                  else str(r["strength"]))
         pct = "" if pd.isna(r["params_str_pct"]) else f" ({r['params_str_pct']:.0f}%)"
+        params = "n/a" if pd.isna(r["params_str"]) else f"{r['params_str']:,.0f}{pct}"
         lines.append(
             f"| {r['dataset']} | {r['mode']} | {r['cell']} | {'' if pd.isna(r['factors']) else r['factors']} "
-            f"| {wd} | {r['ranks']} | {int(r['params_str']):,}{pct} | {int(r['params_exported']):,} "
-            f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} |"
+            f"| {wd} | {r['ranks']} | {params} | {int(r['params_exported']):,} "
+            f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} "
+            f"| {r.get('settings') or ''} |"
         )
     return "\n".join(lines)
 
 
-def plot(table: pd.DataFrame, path: str | Path, title: str | None = None) -> None:
-    """Accuracy vs parameters of the exported model, one marker per mode, error bars = std over seeds.
+def differences(table: pd.DataFrame) -> list[str]:
+    """One line per data set whose groups differ in some setting: ``"google12: groups differ in: pooling"``."""
+    return [f"{dataset}: groups differ in: {', '.join(keys)}"
+            for dataset, keys in sorted(table.attrs.get("differ", {}).items()) if keys]
 
-    ``title`` defaults to the data sets in ``table``.
-    """
-    import matplotlib
 
+def _pyplot(feature: str):
+    matplotlib = require("matplotlib", extra="plot", feature=feature)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for mode, rows in table.groupby("mode", sort=False):
-        ax.errorbar(rows["params_exported"], 100 * rows["test_acc_mean"], yerr=100 * rows["test_acc_std"],
-                    fmt=MARKERS.get(mode, "x"), label=mode, capsize=3, linestyle="none")
-    ax.set_xlabel("parameters of the exported model")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or ", ".join(sorted(table["dataset"].astype(str).unique())))
-    ax.grid(alpha=0.3)
-    ax.legend()
+    return plt
+
+
+def plot(table: pd.DataFrame, path: str | Path, title: str | None = None):
+    """Accuracy vs parameters of the exported model, one panel per data set (their accuracies are not
+    comparable), one marker per mode and a legend entry per setting that splits the groups; error bars = std
+    over seeds.
+
+    Panels are titled by their data set; ``title`` is the figure's (the panel's, with one data set). Returns the
+    figure (closed).
+    """
+    plt = _pyplot("The accuracy-vs-parameters plot")
+    datasets = list(dict.fromkeys(table["dataset"].astype(str)))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
+    settings = table["settings"].fillna("") if "settings" in table else pd.Series("", index=table.index)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = table[table["dataset"].astype(str) == dataset]
+        for (mode, setting), group in rows.groupby([rows["mode"], settings[rows.index]], sort=False):
+            ax.errorbar(group["params_exported"], 100 * group["test_acc_mean"], yerr=100 * group["test_acc_std"],
+                        fmt=MARKERS.get(mode, "x"), label=f"{mode} ({setting})" if setting else mode, capsize=3,
+                        linestyle="none")
+        ax.set_xlabel("parameters of the exported model")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title if title and len(datasets) == 1 else dataset)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title and len(datasets) > 1:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
+
+
+def read_ranks(run_dir) -> pd.DataFrame:
+    """The rank of every low-rank tensor after each epoch, from ``run_dir/ranks.csv``: columns ``epoch``,
+    ``tensor`` (``<module>.<tensor>``), ``rank`` and ``mode`` (``lowrank`` or ``fixed-rank``); empty for a run
+    without low-rank tensors (or without ranks.csv). A resumed run's repeated epochs keep their last row."""
+    path = Path(run_dir) / "ranks.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["epoch", "tensor", "rank", "mode"])
+    frame = pd.read_csv(path)
+    frame = frame[pd.to_numeric(frame.get("rank"), errors="coerce").notna()]
+    frame = frame.assign(tensor=frame["module"].astype(str) + "." + frame["tensor"].astype(str))
+    frame = frame.drop_duplicates(["epoch", "tensor"], keep="last")
+    return frame[["epoch", "tensor", "rank", "mode"]].astype({"epoch": int, "rank": int}).reset_index(drop=True)
+
+
+def plot_ranks(run_dirs, path: str | Path):
+    """Each tensor's rank over the epochs: one panel per tensor (``rnn.cells.0.W``, ...), one line per run in the
+    same colour in every panel (dashed: fixed-rank runs). Returns the figure (closed).
+
+    Raises:
+        ValueError: none of the runs logged a rank (only ``--mode lowrank`` and ``fixed-rank`` runs do).
+    """
+    ranks = {str(run): read_ranks(run) for run in run_dirs}
+    ranks = {run: frame for run, frame in ranks.items() if not frame.empty}
+    if not ranks:
+        raise ValueError("none of the runs logged a rank in its ranks.csv (only --mode lowrank and fixed-rank "
+                         "runs have low-rank tensors); no ranks plot written")
+    names = [Path(run).name for run in ranks]
+    labels = dict(zip(ranks, names if len(set(names)) == len(names) else list(ranks)))
+    tensors = list(dict.fromkeys(t for frame in ranks.values() for t in frame["tensor"]))
+    plt = _pyplot("The ranks plot")
+    columns, rows_ = min(len(tensors), 3), math.ceil(len(tensors) / 3)
+    fig, axes = plt.subplots(rows_, columns, figsize=(4.8 * columns + 2.2, 3.6 * rows_), squeeze=False,
+                             layout="constrained")
+    colours = plt.get_cmap("tab10" if len(ranks) <= 10 else "tab20")
+    for ax, tensor in zip(axes.flat, tensors):
+        for i, (run, frame) in enumerate(ranks.items()):
+            rows = frame[frame["tensor"] == tensor]
+            if not rows.empty:
+                ax.plot(rows["epoch"], rows["rank"], drawstyle="steps-post", color=colours(i % colours.N),
+                        linestyle="--" if (rows["mode"] == "fixed-rank").all() else "-", label=labels[run])
+        ax.set_title(tensor)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("rank")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(tensors):]:
+        ax.set_visible(False)
+    handles, names = [], []
+    for ax in axes.flat[:len(tensors)]:  # every run once, whichever panels it appears in
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="outside right upper", fontsize="small")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m strrnn.compare", description=__doc__.split("\n")[0])
+    """Entry point of ``python -m strrnn.compare``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m strrnn.compare",
+                                     description="Compare run folders: a table grouped by configuration, plots.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders written by python -m strrnn.train")
     parser.add_argument("--csv", default="compare.csv", help="where to write the table as CSV")
-    parser.add_argument("--plot", default="compare.png", help="where to write the accuracy-vs-parameters plot")
+    parser.add_argument("--plot", default="compare.png",
+                        help="where to write the accuracy-vs-parameters plot (one panel per data set)")
+    parser.add_argument("--ranks-plot", default=None, metavar="FILE",
+                        help="also draw each tensor's rank over the epochs of every run (from ranks.csv) into FILE")
     args = parser.parse_args(argv)
     try:
         table = compare(args.runs)
@@ -115,11 +326,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m strrnn.compare: error: {err}", file=sys.stderr)
         return 2
     print(to_markdown(table))
+    for line in differences(table):
+        print(line)
     table.to_csv(args.csv, index=False)
-    plot(table, args.plot)
-    print(f"\nwrote {args.csv} and {args.plot}")
-    return 0
-
+    written, status = [args.csv], 0
+    try:
+        plot(table, args.plot)
+        written.append(args.plot)
+    except MissingExtraError as err:  # the table and the CSV are still worth having
+        print(f"python -m strrnn.compare: no plot written: {err}", file=sys.stderr)
+    if args.ranks_plot:
+        try:
+            plot_ranks(args.runs, args.ranks_plot)
+            written.append(args.ranks_plot)
+        except MissingExtraError as err:
+            print(f"python -m strrnn.compare: no ranks plot written: {err}", file=sys.stderr)
+        except ValueError as err:  # none of the runs logged a rank
+            print(f"python -m strrnn.compare: error: {err}", file=sys.stderr)
+            status = 2
+    print(f"\nwrote {', '.join(written)}")
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,16 @@
 """ONNX export of a run's exported model, checked with onnxruntime: ``python -m strrnn.export --run DIR --onnx F``.
 
+The graph is traced from an input of the shape stored with the run (``exported.pt``'s ``input_shape``), so no
+data set is needed; the batch axis stays dynamic, the others are fixed (FastGRNN/FastRNN's time loop is
+unrolled over the stored number of frames; LSTM/GRU become one ONNX operator). The written model is checked
+against PyTorch with onnxruntime on random inputs of that shape, with ``torch.onnx.export(..., dynamo=True)``.
+
+``--int8`` also writes onnxruntime's dynamic quantization of it (``quantize_dynamic``: weight matrices as int8
+with one scale each, activations quantized on the fly); ``--check-accuracy`` scores both on the run's test split
+(this needs the data set). :func:`strrnn.model_size` gives the bytes the weights take in either. A file holds
+more: the graph (an unrolled FastGRNN's outweighs its weights, and quantization adds nodes to every step), and
+for LSTM/GRU, whose ONNX operator takes dense matrices, a low-rank weight's product rather than its factors.
+
 This module is the command line; the library function is :func:`strrnn.export` (module :mod:`strrnn.exporting`).
 Importing this module keeps ``strrnn.export(model)`` working: the module object itself is callable and delegates
 to that function (Python binds a submodule to its package's attribute of the same name on import).
@@ -9,80 +20,221 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .callable_module import make_callable
 from .data import DataError
 from .exporting import export
-from .fileio import atomic_path
+from .fileio import DiskFullError, atomic_path
+from .optional import require
+from .reporting import model_size
 from .runs import build_datamodule, load_exported
 
-__all__ = ["export_onnx", "main"]
+__all__ = ["OnnxExport", "export_onnx", "onnx_accuracy", "int8_path", "main"]
 
 
-def export_onnx(run_dir, onnx_path, data_dir: str | None = None, atol: float = 1e-4, batches: int = 2) -> float:
-    """Write the exported model of ``run_dir`` to ONNX and check it with onnxruntime on real test inputs.
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx` wrote and checked.
 
-    Returns the largest absolute difference between PyTorch and onnxruntime logits.
+    ``input_shape``: one example's shape (the model reads ``(batch, *input_shape)``); ``max_abs_diff``: largest
+    difference between PyTorch's and onnxruntime's logits on the check inputs; ``size``: the weights' storage,
+    :func:`strrnn.model_size` (``fp32_kb``, ``int8_kb``); ``int8_agreement``: fraction of the check inputs on
+    which the int8 model's argmax equals the fp32 model's (None without ``int8``).
+    """
+
+    onnx: Path
+    input_shape: tuple[int, ...]
+    max_abs_diff: float
+    size: dict[str, float]
+    int8: Path | None = None
+    int8_agreement: float | None = None
+
+
+def int8_path(onnx_path: str | Path) -> Path:
+    """Where ``--int8`` writes by default: ``model.onnx`` -> ``model.int8.onnx`` (same folder)."""
+    return Path(onnx_path).with_suffix(".int8.onnx")
+
+
+def _onnxruntime():
+    require("onnx", extra="onnx", feature="ONNX export")  # the exporter writes through it
+    require("onnxscript", extra="onnx", feature="ONNX export")  # the dynamo exporter translates through it
+    return require("onnxruntime", extra="onnx", feature="ONNX export")
+
+
+def _output_file(path: str | Path, flag: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'model.onnx'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _session(onnxruntime, path: Path):
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _trace_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+    import onnx
+
+    for module in model.modules():
+        if hasattr(module, "use_kernel"):
+            # FastGRNN/FastRNN's hand-written scans (training and in-place inference) are speed devices writing
+            # into preallocated tensors; the exporter needs the cell's plain step ops, which compute the same
+            module.use_kernel = False
+    example = torch.zeros(2, *input_shape)  # batch 2: torch.export specializes a dynamic dimension seen as 1
+    with warnings.catch_warnings():
+        # torch's own decomposition of nn.LSTM calls its deprecated torch._check_is_size while tracing; the
+        # notice is about torch internals, nothing a user of this command can change
+        warnings.filterwarnings("ignore", message=r"_check_is_size will be removed", category=FutureWarning)
+        program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=["features"],
+                                    output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+    proto = program.model_proto
+    for node in proto.graph.node:
+        # the exporter's provenance notes (Python stack traces naming this machine's files, FX node text) are
+        # debugging aids, not part of the model: they made up 85% of an unrolled FastGRNN's file
+        del node.metadata_props[:]
+    onnx.save_model(proto, str(path))
+
+
+def _quantize_int8(fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="strrnn-int8-") as folder:
+        # onnxruntime's recommended first step (shape inference, graph clean-up) before quantizing
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+
+
+@torch.no_grad()
+def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: float = 1e-4, samples: int = 64,
+                seed: int = 0) -> OnnxExport:
+    """Write the exported model of ``run_dir`` to ONNX (and, with ``int8``, its int8 quantization) and check it.
+
+    No data set is read: the model is traced from the input shape stored in ``exported.pt`` and checked on
+    ``samples`` standard-normal inputs of shape ``(batch, *input_shape)``, fed in batches of 1 and of the rest
+    (the batch axis is dynamic). Each file is written atomically, once its check passed.
+
+    Args:
+        run_dir: a run folder written by ``python -m strrnn.train`` (or its ``exported.pt``).
+        onnx_path: the fp32 ONNX file to write.
+        int8: also write ``quantize_dynamic``'s int8 model (QInt8 weights): True for :func:`int8_path` of
+            ``onnx_path``, or a file name.
+        atol: the largest difference allowed between PyTorch's and onnxruntime's fp32 logits.
+        samples, seed: how many random check inputs, drawn with which seed.
 
     Raises:
-        ValueError: the difference exceeds ``atol`` (the ONNX file is then removed).
+        ValueError: a missing or unreadable run, an output path that is a folder, or fp32 logits further than
+            ``atol`` from PyTorch's (the file is then not written).
+        strrnn.optional.MissingExtraError: onnx, onnxscript or onnxruntime is missing (the ``[onnx]`` extra).
     """
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ValueError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
-
-    onnx_path = Path(onnx_path)
-    if onnx_path.is_dir():
-        raise ValueError(f"--onnx {onnx_path} is a folder; give a file name, e.g. {onnx_path / 'model.onnx'}")
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    onnxruntime = _onnxruntime()
+    onnx_path = _output_file(onnx_path, "--onnx")
+    q_path = None
+    if int8:
+        q_path = _output_file(int8_path(onnx_path) if int8 is True else int8, "--int8")
+        if q_path.resolve() == onnx_path.resolve():
+            raise ValueError(f"--int8 {q_path} is the fp32 --onnx file; give another name")
     model, payload = load_exported(run_dir)
-    config = dict(payload["config"], normalization=payload.get("normalization"), synthetic=False)
+    input_shape = tuple(int(n) for n in payload["input_shape"])
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(max(samples, 2), *input_shape, generator=generator)
+    inputs = [x[:1], x[1:]]
+    expected = np.concatenate([model(part).numpy() for part in inputs])
+    with atomic_path(onnx_path) as tmp:
+        _trace_onnx(model, input_shape, tmp)
+        session = _session(onnxruntime, tmp)
+        got = np.concatenate([session.run(None, {"features": part.numpy()})[0] for part in inputs])
+        worst = float(np.abs(expected - got).max())
+        if not worst <= atol:  # also refuses NaN
+            raise ValueError(f"ONNX output differs from PyTorch by {worst:.3g} > {atol}; not written")
+    result = OnnxExport(onnx_path, input_shape, worst, model_size(model))
+    if q_path is not None:
+        with atomic_path(q_path) as tmp:
+            _quantize_int8(onnx_path, tmp)
+            session = _session(onnxruntime, tmp)
+            quantized = np.concatenate([session.run(None, {"features": part.numpy()})[0] for part in inputs])
+            if quantized.shape != got.shape or not np.isfinite(quantized).all():
+                raise ValueError(f"the int8 model gives logits of shape {quantized.shape} (non-finite: "
+                                 f"{int((~np.isfinite(quantized)).sum())}), fp32 {got.shape}; not written")
+        result.int8 = q_path
+        result.int8_agreement = float((quantized.argmax(1) == got.argmax(1)).mean())
+    return result
+
+
+def onnx_accuracy(run_dir, onnx_files, data_dir: str | None = None) -> tuple[dict[str, float], int]:
+    """Test accuracy of ONNX models of ``run_dir`` on the run's test split (this one reads the data set).
+
+    ``onnx_files``: ``{name: path}`` (e.g. ``{"fp32": ..., "int8": ...}``); ``data_dir``: another root of the
+    same data set (default: the run's). Features use the normalization stored with the run, as
+    ``python -m strrnn.evaluate`` does. Returns ``({name: accuracy in 0…1}, number of test examples)``.
+    """
+    onnxruntime = _onnxruntime()
+    _, payload = load_exported(run_dir)
+    config = dict(payload["config"], normalization=payload.get("normalization"), synthetic=False, download=False)
     if data_dir:
-        config["data_dir"] = data_dir
+        config["data_dir"] = str(data_dir)
     datamodule = build_datamodule(config)
     datamodule.setup("test")
-    loader = iter(datamodule.test_dataloader())
-    example = next(loader)[0]
-    with atomic_path(onnx_path) as tmp:  # written only once onnxruntime agrees with PyTorch
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["features"],
-                              output_names=["logits"],
-                              dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}})
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        worst = 0.0
-        inputs = [example] + [batch[0] for _, batch in zip(range(batches - 1), loader)]
-        with torch.no_grad():
-            for x in inputs:
-                expected = model(x).numpy()
-                got = session.run(None, {"features": x.numpy()})[0]
-                worst = max(worst, float(np.abs(expected - got).max()))
-        if worst > atol:
-            raise ValueError(f"ONNX output differs from PyTorch by {worst:.3g} > {atol}; not written")
-    return worst
+    if list(datamodule.class_names) != list(payload["class_names"]):
+        raise ValueError(f"the data at {config.get('data_dir')} has classes {list(datamodule.class_names)}, the "
+                         f"model {payload['class_names']}: use a data set with the run's label set")
+    sessions = {name: _session(onnxruntime, Path(path)) for name, path in onnx_files.items()}
+    correct, total = dict.fromkeys(sessions, 0), 0
+    for x, y in datamodule.test_dataloader():
+        total += len(y)
+        for name, session in sessions.items():
+            pred = session.run(None, {"features": x.numpy()})[0].argmax(1)
+            correct[name] += int((pred == y.numpy()).sum())
+    return {name: c / max(total, 1) for name, c in correct.items()}, total
 
 
 def main(argv=None) -> int:
-    """``python -m strrnn.export --run DIR --onnx FILE``."""
+    """``python -m strrnn.export --run DIR --onnx FILE [--int8 [FILE]] [--check-accuracy]``; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m strrnn.export",
-                                     description="ONNX export of a run's exported model, checked with onnxruntime")
+                                     description="ONNX export of a run's exported model, checked with onnxruntime "
+                                                 "(no data set needed)")
     parser.add_argument("--run", required=True, help="run folder written by python -m strrnn.train")
-    parser.add_argument("--onnx", required=True, help="output .onnx file")
-    parser.add_argument("--data-dir", default=None, help="dataset root for the check inputs (default: the run's)")
-    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--onnx", required=True, help="output .onnx file (fp32)")
+    parser.add_argument("--int8", nargs="?", const=True, default=False, metavar="FILE",
+                        help="also write onnxruntime's dynamic int8 quantization (default file: <onnx>.int8.onnx)")
+    parser.add_argument("--check-accuracy", action="store_true",
+                        help="score the written model(s) on the run's test split (needs the data set)")
+    parser.add_argument("--data-dir", default=None, help="dataset root for --check-accuracy (default: the run's)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest PyTorch-vs-onnxruntime logit difference")
     args = parser.parse_args(argv)
+    prog = "python -m strrnn.export"
     try:
-        worst = export_onnx(args.run, args.onnx, args.data_dir, args.atol)
-    except (ValueError, DataError) as err:
-        print(f"python -m strrnn.export: error: {err}", file=sys.stderr)
+        result = export_onnx(args.run, args.onnx, int8=args.int8, atol=args.atol)
+    except (ValueError, DataError, DiskFullError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.onnx}; onnxruntime matches PyTorch to {worst:.2e} on real test inputs")
+    shape = "x".join(map(str, result.input_shape))
+    print(f"wrote {result.onnx}; onnxruntime matches PyTorch to {result.max_abs_diff:.2e} on random inputs of shape "
+          f"batch x {shape}")
+    print(f"weights: {result.size['fp32_kb']:.2f} KB at fp32, {result.size['int8_kb']:.2f} KB at int8 "
+          "(strrnn.model_size; the .onnx files also hold the graph)")
+    if result.int8 is not None:
+        print(f"wrote {result.int8} (int8 weights); its top class equals the fp32 model's on "
+              f"{100 * result.int8_agreement:.0f}% of the random inputs")
+    if args.check_accuracy:
+        files = {"fp32": result.onnx, **({"int8": result.int8} if result.int8 is not None else {})}
+        try:
+            accuracy, n = onnx_accuracy(args.run, files, args.data_dir)
+        except (ValueError, DataError) as err:
+            print(f"{prog}: error: --check-accuracy: {err}", file=sys.stderr)
+            return 2
+        line = ", ".join(f"{name} {acc:.4f}" for name, acc in accuracy.items())
+        print(f"test accuracy on {n} examples: {line}")
     return 0
 
 

@@ -24,14 +24,12 @@ import torch
 import yaml
 from torch import nn
 
-from cnn.budget import budget_targets
-from cnn.pruning import GMPCallback, apply_dnw, apply_magnitude_pruning
-
-from .callbacks import RankScheduleCallback, ThresholdDecayWarmup
 from .low_rank import LowRankSTR, lowrank, lowrank_rnn, originals
 from .reporting import iter_str_tensors
-from .task import ranks_frozen
 from .unstructured import sparsify
+
+# The callbacks, the training task and package cnn import Lightning and torchvision (seconds): the functions
+# below import them when a mode is applied, so that the registry itself (--help, the names) stays light.
 
 __all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS", "STR_KNOBS",
            "close_match", "learned_rank_targets", "budget_ranks"]
@@ -113,10 +111,15 @@ def get_mode(name: str) -> Mode:
     return MODES[name]
 
 
-def close_match(name, known) -> str:
-    """`` (did you mean 'x'?)`` for the entry of ``known`` closest to ``name``, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def close_match(name, known, prefix: str = "") -> str:
+    """`` (did you mean 'x'?)`` for the entry of ``known`` closest to ``name``, or an empty string.
+
+    ``prefix`` (``"--"`` for flags) is left out of the comparison: shared by every entry, it would make any two
+    short names look alike.
+    """
+    names = {str(k)[len(prefix):] if str(k).startswith(prefix) else str(k): k for k in known}
+    close = difflib.get_close_matches(str(name).removeprefix(prefix), list(names), n=1)
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
 def check_mode_flags(config: dict) -> None:
@@ -165,6 +168,8 @@ def _validate_lowrank(config: dict) -> None:
 
 
 def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
+    from .callbacks import RankScheduleCallback
+
     options = {"start": config["schedule_start"], "end": config["schedule_end"], "rewarm": config["rewarm"]}
     if config.get("target_rank") is not None:
         w, u = config["target_rank"]
@@ -177,6 +182,8 @@ def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
 
 
 def _lowrank_selectable(config: dict, task, callbacks):
+    from .task import ranks_frozen
+
     return lambda: ranks_frozen(task.model)  # best.ckpt only at the final ranks
 
 
@@ -282,6 +289,8 @@ def _apply_unstructured(model: nn.Module, config: dict) -> None:
 
 
 def _unstructured_callbacks(config: dict, model: nn.Module) -> list:
+    from .callbacks import ThresholdDecayWarmup
+
     return [ThresholdDecayWarmup(config["decay_warmup"] * config["epochs"])] if config["decay_warmup"] > 0 else []
 
 
@@ -301,6 +310,8 @@ register_mode(Mode(
 def pruning_targets(model: nn.Module, config: dict) -> dict[str, float]:
     """Per-layer sparsity targets of a pruning baseline: ``--sparsity`` spread uniformly or by ERK, or the
     budget an unstructured STR run learned (``--budget-from``)."""
+    from cnn.budget import budget_targets
+
     return budget_targets(model, budget_from=config.get("budget_from"), sparsity=config.get("sparsity"),
                           distribution=config.get("budget_distribution", "uniform"))
 
@@ -316,11 +327,15 @@ def _validate_pruning(config: dict) -> None:
 
 
 def _gmp_callbacks(config: dict, model: nn.Module) -> list:
+    from cnn.pruning import GMPCallback
+
     # the Lightning module holds the model as `model`: its paths carry that prefix
     return [GMPCallback({f"model.{k}": v for k, v in pruning_targets(model, config).items()})]
 
 
 def _gmp_selectable(config: dict, task, callbacks):
+    from cnn.pruning import GMPCallback
+
     gmp = next(c for c in callbacks if isinstance(c, GMPCallback))
     return lambda: gmp.scheduler is not None and task.trainer.global_step >= gmp.scheduler.end_step
 
@@ -334,10 +349,14 @@ register_mode(Mode(
     ignores=STR_KNOBS | {"factors"},
 ))
 def _apply_dnw(model: nn.Module, config: dict) -> None:
+    from cnn.pruning import apply_dnw
+
     apply_dnw(model, pruning_targets(model, config))
 
 
 def _apply_magnitude(model: nn.Module, config: dict) -> None:
+    from cnn.pruning import apply_magnitude_pruning
+
     apply_magnitude_pruning(model, pruning_targets(model, config))
 
 

@@ -6,6 +6,20 @@
 an unstructured tensor costs its nonzeros. ``macs`` is the multiply-add count of one application of the
 tensor to one input vector (for a matrix it equals its parameter count; conv layers multiply it by their
 output positions — see ``cnn.flops.profile`` for whole-network FLOPs).
+
+Sizes (:func:`model_size`, and the report's ``fp32_kb``/``int8_kb`` columns) are what the exported model stores,
+in KB of 1024 bytes:
+
+* **fp32**: 4 bytes per element of every floating-point parameter and buffer;
+* **int8**: what onnxruntime's per-tensor dynamic quantization (``python -m strrnn.export --int8``) stores:
+  every floating-point tensor of two or more dimensions (weight matrices, factors, conv kernels: the operands
+  of MatMul/Gemm/Conv) at 1 byte per element plus 5 bytes (its fp32 scale and int8 zero point); every other
+  floating-point tensor (biases, gains, gates' scalars) stays at 4 bytes per element.
+
+Exact zeros are stored like any value (the ONNX graph is dense), and non-floating buffers (counters such as
+BatchNorm's ``num_batches_tracked``) are not counted: inference graphs do not hold them. These are the weights
+of the exported model; an ``.onnx`` file holds its graph too, and the ONNX LSTM/GRU operator takes dense
+matrices, so there a low-rank weight is stored as its product (see :mod:`strrnn.export`).
 """
 
 from __future__ import annotations
@@ -17,15 +31,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .low_rank import LowRankSTR, low_rank_params, originals
+from .low_rank import LowRankSTR, factored_is_cheaper, low_rank_params, originals
 from .unstructured import UnstructuredSTR
 
-__all__ = ["report", "iter_str_tensors", "REPORT_COLUMNS"]
+__all__ = ["report", "model_size", "iter_str_tensors", "REPORT_COLUMNS"]
 
 REPORT_COLUMNS = [
     "module", "tensor", "mode", "shape", "rank", "max_rank", "sparsity", "threshold",
-    "params_dense", "params", "macs_dense", "macs",
+    "params_dense", "params", "macs_dense", "macs", "fp32_kb", "int8_kb",
 ]
+
+_KB = 1024
+_FP32 = 4
+_INT8_OVERHEAD = 5  # per quantized tensor: one fp32 scale and one int8 zero point
 
 
 def iter_str_tensors(model: nn.Module):
@@ -51,6 +69,8 @@ def _row(path: str, module: nn.Module, name: str, p) -> dict:
             mode = "lowrank" if p.threshold is not None else "fixed-rank"
             spars = float("nan")
             max_rank = p.max_rank
+            # stored as `params` elements in one matrix, or two factors where that is smaller
+            stored, matrices = params, 2 if factored_is_cheaper(out, inp, r) else 1
         else:
             weight = getattr(module, name)
             dense = weight.numel()
@@ -58,11 +78,14 @@ def _row(path: str, module: nn.Module, name: str, p) -> dict:
             spars = 100.0 * (1.0 - params / dense)
             alpha = float(p.threshold().mean())
             mode, r, max_rank = "unstructured", float("nan"), float("nan")
+            stored, matrices = dense, 1 if weight.dim() >= 2 else 0  # exact zeros are stored too
         shape = tuple(p.shape)
+    int8 = stored + matrices * _INT8_OVERHEAD if matrices else _FP32 * stored
     return {
         "module": path or "(model)", "tensor": name, "mode": mode, "shape": "x".join(map(str, shape)),
         "rank": r, "max_rank": max_rank, "sparsity": spars, "threshold": alpha,
         "params_dense": dense, "params": params, "macs_dense": dense, "macs": params,
+        "fp32_kb": _FP32 * stored / _KB, "int8_kb": int8 / _KB,
     }
 
 
@@ -73,7 +96,8 @@ def report(model: nn.Module) -> pd.DataFrame:
     ``shape`` (e.g. ``"100x32"``), ``rank`` and ``max_rank`` (low-rank rows), ``sparsity`` (percent of exact
     zeros, unstructured rows; on the total row the percent of parameters removed), ``threshold`` (alpha, the
     mean for per-row thresholds), ``params_dense``, ``params`` (after :func:`strrnn.export`), ``macs_dense``
-    and ``macs`` (multiply-adds per input vector).
+    and ``macs`` (multiply-adds per input vector), ``fp32_kb`` and ``int8_kb`` (the tensor's storage after
+    export, see the module docstring; the whole model's: :func:`model_size` of the exported model).
 
     Returns an empty frame with these columns (and no total row) when ``model`` carries no STR tensor.
     """
@@ -88,5 +112,32 @@ def report(model: nn.Module) -> pd.DataFrame:
         "sparsity": 100.0 * (1.0 - kept / dense) if dense else math.nan,
         "params_dense": dense, "params": kept,
         "macs_dense": int(frame["macs_dense"].sum()), "macs": int(frame["macs"].sum()),
+        "fp32_kb": float(frame["fp32_kb"].sum()), "int8_kb": float(frame["int8_kb"].sum()),
     })
     return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
+
+
+def model_size(model: nn.Module) -> dict[str, float]:
+    """Storage of an exported model in KB (1024 bytes): ``{"fp32_kb": ..., "int8_kb": ...}``.
+
+    ``fp32_kb``: 4 bytes per element of every floating-point parameter and buffer. ``int8_kb``: what
+    onnxruntime's dynamic quantization stores (``python -m strrnn.export --int8``): 1 byte per element plus 5
+    bytes (fp32 scale, int8 zero point) for every floating-point tensor of two or more dimensions, 4 bytes per
+    element for every other floating-point tensor. Shared tensors count once; non-floating buffers not at all.
+    Example: ``nn.Linear(100, 10)`` is (1000 + 10)·4 = 4040 bytes at fp32 and 1000 + 5 + 10·4 = 1045 at int8.
+
+    Raises:
+        ValueError: ``model`` still carries STR parametrizations (whose trained originals are not what export
+            stores): pass ``strrnn.export(model)``.
+    """
+    if any(True for _ in iter_str_tensors(model)):
+        raise ValueError("model_size counts what an exported model stores; this model still carries STR "
+                         "parametrizations: pass strrnn.export(model)")
+    fp32 = int8 = 0
+    for tensor in [*model.parameters(), *model.buffers()]:  # both iterators skip tensors shared by two modules
+        if not tensor.is_floating_point():
+            continue
+        n = tensor.numel()
+        fp32 += _FP32 * n
+        int8 += n + _INT8_OVERHEAD if tensor.dim() >= 2 else _FP32 * n
+    return {"fp32_kb": fp32 / _KB, "int8_kb": int8 / _KB}

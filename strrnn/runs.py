@@ -24,7 +24,7 @@ from . import models as smodels
 from .exporting import export
 from .fileio import atomic_path, load_checkpoint_file
 from .low_rank import LowRankSTR, originals
-from .modes import get_mode
+from .modes import UsageError, get_mode
 from .reporting import iter_str_tensors
 
 __all__ = [
@@ -49,24 +49,17 @@ def model_names() -> list[str]:
 
 
 def default_data_dir(config: dict) -> Path | None:
-    """``--data-dir`` if given, else the data set's own variable (``$STRRNN_FSDD``), else ``$STRRNN_DATA/<folder>``
-    or ``datasets/<folder>``."""
+    """``--data-dir`` if given, else the data set's own variable (``$STRRNN_FSDD``, ``$STRRNN_SPEECH_COMMANDS``,
+    ...), else ``$STRRNN_DATA/<folder>``, else ``<user data dir>/<folder>`` (:mod:`strrnn.data.paths`)."""
     if config.get("data_dir"):
         return Path(config["data_dir"])
     name = config["dataset"]
-    if name in ("mnist5k", "digits"):
-        return None  # shipped by packages
-    if name == "fsdd" and os.environ.get("STRRNN_FSDD"):
-        return Path(os.environ["STRRNN_FSDD"])
-    if name in SPEECH_COMMANDS:
-        if config.get("synthetic"):  # never mixed with real data; one folder per synthesis setting
-            folder = f"synthetic_{name}_p{config.get('synthetic_per_word', 60)}"
-        else:
-            folder = "speech_commands_v0.02" if name == "google35" else "speech_commands_v0.01"
-    else:
-        folder = name
-    base = Path(os.environ.get("STRRNN_DATA", "datasets"))
-    return base / folder
+    if name == "digits":
+        return None  # shipped by scikit-learn
+    if name in SPEECH_COMMANDS and config.get("synthetic"):
+        # never mixed with real data (so not under $STRRNN_SPEECH_COMMANDS); one folder per synthesis setting
+        return sdata.data_root() / f"synthetic_{name}_p{config.get('synthetic_per_word', 60)}"
+    return sdata.dataset_dir(name)
 
 
 def build_datamodule(config: dict):
@@ -74,13 +67,16 @@ def build_datamodule(config: dict):
     name = config["dataset"]
     root = default_data_dir(config)
     options = {"batch_size": config["batch_size"], "num_workers": config["num_workers"], "seed": config["seed"]}
+    if config.get("download"):
+        if (why := sdata.cannot_download(name)) is not None:
+            raise UsageError(f"--download cannot fetch --dataset {name}: {why}")
+        options["download"] = True
     if name in sdata.names():
         if name in SPEECH_COMMANDS or name == "fsdd" or name == "speech_commands":
             options["features"] = config.get("features", "logmel32")
             if config.get("augment"):
                 options["augment"] = True
         if name in SPEECH_COMMANDS:
-            options["download"] = bool(config.get("download"))
             if config.get("synthetic") and not (root / "testing_list.txt").is_file():
                 sdata.synthesize(words=name, out=root, per_word=config.get("synthetic_per_word", 60),
                                  seed=config["seed"], overwrite=True)

@@ -10,7 +10,8 @@ Read top to bottom, a run is:
 4. train with PyTorch Lightning: :class:`strrnn.task.ClassificationTask` plus callbacks for rank logging,
    budget control, checkpoints and the NaN guard;
 5. test the best checkpoint and write the run folder: ``config.yaml``, ``metrics.csv``, ``ranks.csv``,
-   ``report.csv``/``report.md``, ``best.ckpt``, ``last.ckpt``, ``exported.pt`` and ``summary.json``.
+   ``report.csv``/``report.md``, ``best.ckpt``, ``last.ckpt``, ``exported.pt`` and ``summary.json`` (with
+   ``--logger tensorboard`` also TensorBoard's event files in ``tensorboard/``).
 
 Example: ``python -m strrnn.train --dataset fsdd --data-dir ../shared/data/fsdd --mode lowrank --epochs 100``.
 """
@@ -28,77 +29,131 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
 import torch
 import yaml
 
-from . import data as sdata
-from . import run_folder, runs
-from .callbacks import (
-    AtomicCheckpointIO,
-    EpochSeed,
-    NonFiniteLossError,
-    NonFiniteLossGuard,
-    RankLogger,
-    ResumableMetrics,
-)
+from . import run_folder
 from .cells import available_cells as cell_names
 from .fileio import DiskFullError, atomic_write_text, load_checkpoint_file
 from .low_rank import FACTOR_KINDS
 from .modes import MODES, UsageError, check_mode_flags, close_match, get_mode
-from .reporting import report
-from .task import OPTIMIZERS, SCHEDULERS, ClassificationTask, OptimConfig
+from .optional import require
+from .reporting import model_size, report
+from .threshold import threshold_functions
+
+# Lightning, the data sets and the CNN models take seconds to import: the steps that train import them, so that
+# --help and the configuration (step 1) do not wait for them.
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 log = logging.getLogger("strrnn")
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. configuration
 # ---------------------------------------------------------------------------------------------------------
+# The names --help lists. Their registries import Lightning and torchvision, seconds that --help should not wait
+# for, so they are written out here; validate() asks the registries themselves (a program may register more), and
+# tests/test_cli_help.py checks that both agree.
+HELP_NAMES = {
+    "dataset": ("google12", "google13", "google30", "google35", "speech_commands", "fsdd", "har2", "har6", "mnist5k",
+                "digits", "imagenet", "imagefolder", "fsdd_image"),
+    "model": ("har", "keyword_spotter", "mobilenetv1", "resnet18", "resnet50", "small_cnn", "spectrogram_cnn"),
+    "features": ("logmel32", "logmel40", "mfcc", "fbank32", "classic"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("cosine", "constant", "step"),
+}
+LOGGERS = ("csv", "tensorboard")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default exactly once: its value, or — for a default that depends on other flags (``None``) —
+    the words of its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a close-match hint for a mistyped flag and errors on one line (the usage is 40 lines)."""
+
+    def parse_args(self, args=None, namespace=None):
+        """Like argparse's, but an unknown flag's error names the closest known one."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            flags = [option for action in self._actions for option in action.option_strings]
+            hints = "".join(close_match(extra.split("=")[0], flags, prefix="--")
+                            for extra in extras if extra.startswith("--"))
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return namespace
+
+    def error(self, message: str):
+        """Print ``message`` on one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
+def _one_of(names) -> str:
+    return "one of: " + ", ".join(names)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface; every flag's default is shown in ``--help``."""
-    p = argparse.ArgumentParser(
-        prog="python -m strrnn.train", description=__doc__.split("\n")[0], allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    """The command-line interface: every flag's default is shown once in ``--help``, and every name flag lists
+    its choices; an unknown flag exits with status 2, naming the closest one. Needs neither Lightning nor the data
+    sets (:data:`HELP_NAMES`)."""
+    recipe = ", ".join(_flag_text(k, v) for k, v in _SPEECH_COMMANDS_RECIPE.items())
+    p = _Parser(
+        prog="python -m strrnn.train", description="Train a keyword spotter (or any registered model) with STR.",
+        allow_abbrev=False,
+        formatter_class=_HelpFormatter, usage="%(prog)s [--config FILE.yaml] [--FLAG VALUE ...]",
+        epilog=f"Speech Commands data sets ({', '.join(DATASET_DEFAULTS)}) default to their measured recipe: "
+               f"{recipe}; a flag given on the command line or in --config wins.",
     )
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="google13", help=f"one of: {', '.join(runs.dataset_names())}")
+    d.add_argument("--dataset", default="google13", help=_one_of(HELP_NAMES["dataset"]))
     d.add_argument("--data-dir", default=None,
-                   help="dataset root (default: $STRRNN_DATA/<name> or datasets/<name> under the current folder)")
-    d.add_argument("--download", action="store_true", help="download Speech Commands if absent")
+                   help="dataset root (default: the data set's own variable such as $STRRNN_FSDD, else "
+                        "$STRRNN_DATA/<name>, else the user data folder)")
+    d.add_argument("--download", action="store_true", help="download the data set if absent")
     d.add_argument("--synthetic", action="store_true",
                    help="synthesize the Speech Commands layout with espeak-ng when the data is absent")
     d.add_argument("--synthetic-per-word", type=int, default=60, help="clips per keyword when synthesizing")
     d.add_argument("--features", default="logmel32",
-                   help=f"speech features: {', '.join(sdata.PRESETS)} (fbank32 = EdgeML's python_speech_features "
-                        "log filter-bank; logmel32 = librosa's Hann/Slaney log-mel)")
+                   help=f"speech features, {_one_of(HELP_NAMES['features'])} (fbank32 = EdgeML's "
+                        "python_speech_features log filter-bank; logmel32 = librosa's Hann/Slaney log-mel)")
     d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="speech: random time shift (±100 ms) and background-noise mixing of training clips "
                         "(default: on for Speech Commands, off otherwise)")
-    d.add_argument("--batch-size", type=int, default=100)
-    d.add_argument("--num-workers", type=int, default=0)
+    d.add_argument("--batch-size", type=int, default=100, help="examples per batch")
+    d.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
 
     m = p.add_argument_group("model and STR")
     m.add_argument("--model", default=None,
-                   help=f"one of: {', '.join(runs.model_names())} (default: the data set's: keyword_spotter, har or "
+                   help=f"{_one_of(HELP_NAMES['model'])} (default: the data set's: keyword_spotter, har or "
                         "small_cnn)")
     m.add_argument("--mode", default="lowrank",
                    help="; ".join(f"{mode.name}: {mode.summary}" for mode in MODES.values()))
-    m.add_argument("--cell", default="fastgrnn", help=f"one of: {', '.join(cell_names())}")
-    m.add_argument("--hidden-size", type=int, default=100)
-    m.add_argument("--num-layers", type=int, default=1)
-    m.add_argument("--pooling", default="last", help="recurrent models: 'last' state or 'mean' over frames")
+    m.add_argument("--cell", default="fastgrnn", help=_one_of(cell_names()))
+    m.add_argument("--hidden-size", type=int, default=100, help="recurrent models: hidden units per layer")
+    m.add_argument("--num-layers", type=int, default=1, help="recurrent models: stacked layers")
+    m.add_argument("--pooling", default="last",
+                   help="recurrent models: the 'last' state or the 'mean' over frames; " + _one_of(("last", "mean")))
     m.add_argument("--rank-w", type=int, default=None, help="fixed-rank: rank of every W")
     m.add_argument("--rank-u", type=int, default=None, help="fixed-rank: rank of every U")
     m.add_argument("--budget-from", default=None,
                    help="fixed-rank: train at the ranks an STR run folder learned; gmp/dnw/magnitude: prune to the "
                         "per-layer sparsities an unstructured STR run learned")
     m.add_argument("--sparsity", type=float, default=None, help="gmp/dnw/magnitude: overall target sparsity (0-1)")
-    m.add_argument("--budget-distribution", default="uniform", help="gmp/dnw/magnitude with --sparsity: uniform or erk")
+    m.add_argument("--budget-distribution", default="uniform",
+                   help="gmp/dnw/magnitude with --sparsity: " + _one_of(("uniform", "erk")))
     m.add_argument("--factors", default=None,
-                   help=f"one of: {', '.join(FACTOR_KINDS)} (default: orthogonal for lowrank, which needs them; "
-                        "free — plain A·B — for fixed-rank)")
-    m.add_argument("--g", default=None, help="threshold function (default: exp for lowrank, sigmoid otherwise)")
+                   help=f"{_one_of(FACTOR_KINDS)} (default: orthogonal for lowrank, which needs them; free — plain "
+                        "A·B — for fixed-rank)")
+    m.add_argument("--g", default=None,
+                   help=f"threshold function, {_one_of(threshold_functions())} (default: exp for lowrank, sigmoid "
+                        "otherwise)")
     m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
     m.add_argument("--min-rank", type=int, default=1, help="spectrum entries the threshold can never cut")
     m.add_argument("--strength", type=float, default=0.6,
@@ -115,11 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="budget control: total parameters of the low-rank tensors after export")
 
     o = p.add_argument_group("optimization")
-    o.add_argument("--epochs", type=int, default=100)
-    o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--optimizer", default="adam", help=f"one of: {', '.join(OPTIMIZERS)}")
+    o.add_argument("--epochs", type=int, default=100, help="training epochs")
+    o.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    o.add_argument("--optimizer", default="adam", help=_one_of(HELP_NAMES["optimizer"]))
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    o.add_argument("--scheduler", default="cosine", help=f"one of: {', '.join(SCHEDULERS)}")
+    o.add_argument("--scheduler", default="cosine", help=_one_of(HELP_NAMES["scheduler"]))
     o.add_argument("--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up")
     o.add_argument("--weight-decay", type=float, default=1e-3,
                    help="L2 decay λ of the weights (unstructured STR: also the sparsity knob)")
@@ -129,28 +184,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
     o.add_argument("--decay-warmup", type=float, default=0.15,
                    help="unstructured: fraction of the epochs over which the threshold decay ramps up from 0")
-    o.add_argument("--label-smoothing", type=float, default=0.0)
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy loss")
+    o.add_argument("--seed", type=int, default=0, help="of the weights, the data split and the batch order")
 
-    t = p.add_argument_group("hardware and run folder")
+    t = p.add_argument_group("hardware, run folder and logs")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ... (Lightning)")
-    t.add_argument("--devices", default="1", help="number of devices or 'auto' (Lightning)")
-    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--devices", default="1", help="number of devices, -1 or 'auto' (Lightning)")
+    t.add_argument("--num-nodes", type=int, default=1, help="machines (Lightning)")
     t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ... (Lightning)")
-    t.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed (Lightning)")
+    t.add_argument("--precision", default="32-true", help=f"{_one_of(PRECISIONS)} (Lightning)")
     t.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<mode>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.ckpt")
     t.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
+    t.add_argument("--logger", nargs="+", default="csv", metavar="NAME",
+                   help=f"{_one_of(LOGGERS)}, or both; the CSV log (metrics.csv, which --resume needs) is always "
+                        "written, tensorboard adds event files in <out>/tensorboard (pip install "
+                        "'strrnn[tensorboard]')")
     t.add_argument("--limit-batches", type=float, default=None,
                    help="use only this fraction (or number) of batches per epoch — for smoke tests")
     t.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True,
                    help="show Lightning's progress bar")
     t.add_argument("--config", default=None, help="YAML file with any of these flags (command line wins)")
+    for action in p._actions:
+        if action.dest in _SPEECH_COMMANDS_RECIPE and action.default is not None:
+            action.help += f"; Speech Commands: {_SPEECH_COMMANDS_RECIPE[action.dest]}"
     return p
 
 
+def _flag_text(key: str, value) -> str:
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {value}"
+
+
 OPERATIONAL = {"resume", "overwrite", "out", "config", "accelerator", "devices", "num_nodes", "strategy",
-               "num_workers", "progress_bar"}
+               "num_workers", "progress_bar", "logger"}
 
 
 def explicit_flags(argv: list[str]) -> set[str]:
@@ -241,6 +310,9 @@ def _choice(config: dict, key: str, choices) -> None:
 
 def validate(config: dict) -> None:
     """Reject unknown names and contradictory flags with a message that says how to fix them."""
+    from . import runs  # the registries themselves (they import Lightning): HELP_NAMES only serves --help
+    from .task import OPTIMIZERS, SCHEDULERS
+
     _choice(config, "dataset", runs.dataset_names())
     _choice(config, "cell", cell_names())
     if config["factors"] is None:
@@ -277,6 +349,11 @@ def validate(config: dict) -> None:
         raise UsageError(f"--devices must be a positive number of devices, -1 or 'auto' (or a list like '0,1'), "
                          f"got {config['devices']!r}")
     _choice(config, "precision", PRECISIONS)
+    loggers = config["logger"]  # a --config file may give one name, a list or nothing
+    loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
+    for name in loggers:
+        _choice({"logger": name}, "logger", LOGGERS)
+    config["logger"] = list(dict.fromkeys(["csv", *loggers]))  # the CSV log is always written (build_loggers)
     if config["out"] is None:
         config["out"] = f"runs/{config['dataset']}-{config['mode']}-seed{config['seed']}"
     if not str(config["out"]).strip():
@@ -352,6 +429,9 @@ def _is_ddp_child() -> bool:
 # ---------------------------------------------------------------------------------------------------------
 def build_run(config: dict):
     """Data module, model with STR applied, and the Lightning task for ``config``."""
+    from . import runs
+    from .task import ClassificationTask, OptimConfig
+
     datamodule = runs.build_datamodule(config)
     datamodule.setup("fit")
     datamodule.setup("test")
@@ -374,6 +454,10 @@ def build_run(config: dict):
 
 def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.Callback]:
     """What every run has (rank logging, NaN guard, per-epoch seeding, best/last checkpoints) plus the mode's."""
+    import pytorch_lightning as pl
+
+    from .callbacks import EpochSeed, NonFiniteLossGuard, RankLogger
+
     return [
         RankLogger(out / "ranks.csv"),
         NonFiniteLossGuard(),
@@ -389,6 +473,21 @@ def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.
     ]
 
 
+def build_loggers(config: dict, out: Path) -> list:
+    """The CSV logger (``<out>/logs/metrics.csv``, which ``--resume`` and the run folder's ``metrics.csv`` read)
+    first, so that it stays ``trainer.logger``; with ``--logger tensorboard`` also TensorBoard's event files in
+    ``<out>/tensorboard``. Raises :class:`strrnn.optional.MissingExtraError` (a ``ValueError``) naming the extra
+    when the ``tensorboard`` package is missing."""
+    import pytorch_lightning as pl
+
+    loggers = [pl.loggers.CSVLogger(save_dir=out, name="logs", version="")]
+    if "tensorboard" in config["logger"]:
+        require("tensorboard", extra="tensorboard", feature="--logger tensorboard")
+        loggers.append(pl.loggers.TensorBoardLogger(save_dir=out, name="tensorboard", version="",
+                                                    default_hp_metric=False))
+    return loggers
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 4.-5. train, test, write the run folder
 # ---------------------------------------------------------------------------------------------------------
@@ -397,8 +496,13 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
 
     ``explicit``: the keys given on the command line (a resumed run refuses changes to them).
     """
+    import pytorch_lightning as pl
+
+    from .callbacks import AtomicCheckpointIO, ResumableMetrics
+
     started = time.time()
     out, resume_from = open_run_folder(config, explicit)
+    loggers = build_loggers(config, out)  # a missing extra is reported before the data is built
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     datamodule, model, task = build_run(config)
     create_run_folder(config, out)
@@ -411,7 +515,7 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
         max_epochs=config["epochs"], accelerator=config["accelerator"],
         devices=int(devices) if str(devices).isdigit() else devices, num_nodes=config["num_nodes"],
         strategy=config["strategy"], precision=config["precision"], default_root_dir=out,
-        logger=pl.loggers.CSVLogger(save_dir=out, name="logs", version=""),
+        logger=loggers,
         callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         deterministic=False, log_every_n_steps=10, enable_model_summary=False,
         enable_progress_bar=config["progress_bar"],
@@ -428,11 +532,19 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
 
 def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wall_time: float) -> dict:
     """report.csv/md, exported.pt, metrics.csv, summary.json (all written atomically)."""
+    import pytorch_lightning as pl
+
+    from . import runs
+    from .callbacks import NonFiniteLossError
+
     model = task.model.cpu()
     table = report(model)
     atomic_write_text(out / "report.csv", table.to_csv(index=False))
-    atomic_write_text(out / "report.md", table.to_markdown(index=False) if _has_tabulate() else table.to_string())
     small = runs.export_model(model)
+    size = model_size(small)
+    atomic_write_text(out / "report.md", (table.to_markdown(index=False) if _has_tabulate() else table.to_string())
+                      + f"\n\nexported model: {runs.count_params(small):,} parameters, {size['fp32_kb']:.2f} KB at "
+                      f"fp32, {size['int8_kb']:.2f} KB at int8 (strrnn.model_size)\n")
     broken = [name for name, tensor in small.state_dict().items()
               if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if broken:
@@ -461,6 +573,8 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
         "params_str": int(table.iloc[-1]["params"]) if not table.empty else 0,
         "params_dense": runs.count_params(runs.build_model(config, datamodule)),
         "params_exported": runs.count_params(small),
+        # what the exported model stores (strrnn.model_size): fp32, and int8 as python -m strrnn.export --int8
+        "size_fp32_kb": size["fp32_kb"], "size_int8_kb": size["int8_kb"],
         "macs_per_step_dense": int(table.iloc[-1]["macs_dense"]) if not table.empty else None,
         "macs_per_step": int(table.iloc[-1]["macs"]) if not table.empty else None,
         "flops_dense": int(flops.iloc[-1]["flops_dense"]) if flops is not None else None,
@@ -508,6 +622,8 @@ def print_summary(summary: dict) -> None:
     if summary.get("flops") is not None:
         print(f"FLOPs (nonzero weights): {summary['flops']:,} of {summary['flops_dense']:,} dense")
     print(f"model parameters stored after export: {summary['params_exported']:,} (dense: {summary['params_dense']:,})")
+    print(f"exported model size: {summary['size_fp32_kb']:.2f} KB at fp32, {summary['size_int8_kb']:.2f} KB at int8 "
+          "(python -m strrnn.export --int8)")
     best, test = summary.get("best_val_acc"), summary.get("test_acc")
     print(f"best validation accuracy: {'n/a' if best is None else f'{best:.4f}'}   "
           f"test accuracy: {'n/a' if test is None else f'{test:.4f}'}")
@@ -537,11 +653,16 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message=pattern)
     argv = sys.argv[1:] if argv is None else argv
     try:
-        config = parse_config(argv)
+        config = parse_config(argv)  # --help and unknown flags exit here, before Lightning is imported
+    except ValueError as err:  # UsageError is one
+        return _usage_error(err)
+    from .callbacks import NonFiniteLossError
+    from .data import DataError
+
+    try:
         summary = run(config, explicit_flags(argv))
-    except (UsageError, sdata.DataError, DiskFullError, ValueError) as err:
-        print(f"python -m strrnn.train: error: {err}", file=sys.stderr)
-        return 2
+    except (UsageError, DataError, DiskFullError, ValueError) as err:
+        return _usage_error(err)
     except NonFiniteLossError as err:
         print(f"python -m strrnn.train: {err}", file=sys.stderr)
         return 1
@@ -549,6 +670,11 @@ def main(argv: list[str] | None = None) -> int:
     if summary:
         print(f"run folder: {config['out']}")
     return 0
+
+
+def _usage_error(err: Exception) -> int:
+    print(f"python -m strrnn.train: error: {err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""python -m strrnn.train --help: fast (no Lightning), every default shown once, choices listed, typos answered."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from strrnn import train
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("pytorch_lightning", "lightning_fabric", "torchvision", "torchmetrics", "librosa")
+
+
+def run_module(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "strrnn.train", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"})
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """``{"--flag": its help text}`` from ``--help`` output (wrapped lines joined)."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        match = re.match(r"^  (-[-\w]+)", line)
+        if match:
+            flag = match.group(1)
+            entries[flag] = line
+        elif flag and line.startswith("   "):
+            entries[flag] += " " + line.strip()
+        else:
+            flag = None
+    return {k: re.sub(r"\s+", " ", v) for k, v in entries.items()}
+
+
+def test_help_imports_neither_lightning_nor_the_data_sets():
+    # a process of its own: the test session has imported them already
+    result = run_module(code="import sys; from strrnn import train; train.build_parser().format_help(); "
+                             f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_help_shows_every_default_once_and_the_choices():
+    result = run_module("--help")
+    assert result.returncode == 0, result.stderr
+    entries = help_entries(result.stdout)
+    for flag, default in [("--epochs", "100"), ("--lr", "0.001"), ("--batch-size", "100"), ("--hidden-size", "100"),
+                          ("--seed", "0"), ("--dataset", "google13"), ("--logger", "csv")]:
+        assert f"(default: {default})" in entries[flag], entries[flag]
+    for flag, text in entries.items():
+        assert text.count("default:") <= 1, f"{flag} shows its default twice: {text}"
+        assert "(default: None)" not in text, text
+    assert "default: exp for lowrank, sigmoid otherwise" in entries["--g"]
+    for flag, names in [("--dataset", train.HELP_NAMES["dataset"]), ("--model", train.HELP_NAMES["model"]),
+                        ("--optimizer", train.HELP_NAMES["optimizer"]), ("--cell", ["fastgrnn", "lstm"]),
+                        ("--mode", ["dense", "lowrank", "fixed-rank", "unstructured"]), ("--pooling", ["last", "mean"]),
+                        ("--logger", ["csv", "tensorboard"]), ("--precision", ["bf16-mixed"])]:
+        assert all(name in entries[flag] for name in names), entries[flag]
+    assert "Speech Commands: 0.003" in entries["--lr"]  # the data set's recipe is said, not hidden
+
+
+def test_help_names_match_the_registries():
+    from strrnn import data, runs
+    from strrnn.task import OPTIMIZERS, SCHEDULERS
+
+    assert list(train.HELP_NAMES["dataset"]) == runs.dataset_names()
+    assert list(train.HELP_NAMES["model"]) == runs.model_names()
+    assert list(train.HELP_NAMES["features"]) == list(data.PRESETS)
+    assert list(train.HELP_NAMES["optimizer"]) == list(OPTIMIZERS)
+    assert list(train.HELP_NAMES["scheduler"]) == list(SCHEDULERS)
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--epoch", "3"], "(did you mean '--epochs'?)"),
+    (["--datadir=x"], "(did you mean '--data-dir'?)"),
+    (["--hiden-size", "8"], "(did you mean '--hidden-size'?)"),
+])
+def test_a_mistyped_flag_exits_2_on_one_line_naming_the_closest(capsys, args, hint):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert hint in err and "unrecognized arguments" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_flag_unlike_any_gets_no_hint(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--bogus"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus" in err and "did you mean" not in err
+
+
+def test_a_mistyped_flag_from_a_subprocess_has_no_traceback():
+    result = run_module("--epoch", "3")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "python -m strrnn.train: error: unrecognized arguments: --epoch 3 (did you mean '--epochs'?); see --help"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "fsd"], "unknown --dataset 'fsd'; choose one of: google12"),
+    (["--dataset", "fsd"], "(did you mean 'fsdd'?)"),
+    (["--logger", "tensorbord"], "unknown --logger 'tensorbord'; choose one of: csv, tensorboard (did you mean "
+                                 "'tensorboard'?)"),
+    (["--pooling", "max"], "unknown --pooling 'max'; choose one of: last, mean"),
+])
+def test_a_mistyped_name_is_answered_with_the_closest(tmp_path, capsys, args, message):
+    assert train.main([*args, "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_logger_csv_is_always_kept_and_a_config_file_may_name_one(tmp_path):
+    out = ["--out", str(tmp_path / "x")]
+    assert train.parse_config(out)["logger"] == ["csv"]
+    assert train.parse_config(["--logger", "tensorboard", *out])["logger"] == ["csv", "tensorboard"]
+    assert train.parse_config(["--logger", "csv", "tensorboard", *out])["logger"] == ["csv", "tensorboard"]
+    config = tmp_path / "c.yaml"
+    config.write_text("logger: tensorboard\n")
+    assert train.parse_config(["--config", str(config), *out])["logger"] == ["csv", "tensorboard"]
+    assert "logger" in train.OPERATIONAL  # resuming or reusing a run may change it
