@@ -7,6 +7,12 @@ included; normalization parameters and biases stay dense). One threshold per lay
 row/channel with ``per_row=True``. ``right_inverse(W)`` adds the threshold back to every nonzero entry, so a
 dense (pretrained) weight is reproduced exactly at registration. Exporting writes ``W_eff`` back as a dense
 tensor with exact zeros; its per-layer sparsity is the budget STR learned.
+
+``W_eff`` and its gradients (:math:`\partial W_{\mathrm{eff}}/\partial W = [|W| > g(s)]`,
+:math:`\partial W_{\mathrm{eff}}/\partial s = -\operatorname{sign}(W)\,g'(s)` on kept entries) come from one
+fused autograd node (:func:`strrnn.threshold.soft_threshold_fused`), bit-identical to the formula above through
+autograd but without its chain of weight-sized temporaries, which on CPU cost a training step more than the
+arithmetic does (``python -m benchmarks.cnn_overhead --compare-unfused`` times both against dense).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .selection import WEIGHT_LAYERS, select_weights
-from .threshold import Threshold, attach, soft_threshold
+from .threshold import Threshold, attach, soft_threshold, soft_threshold_fused
 
 __all__ = ["UnstructuredSTR", "sparse", "sparsify", "sparsity", "SPARSIFIABLE"]
 
@@ -37,6 +43,10 @@ class UnstructuredSTR(nn.Module):
     """
 
     is_str = True  # an STR parametrization: it owns the tensor's threshold (see strrnn.threshold.attach)
+    # One autograd node for the soft threshold (strrnn.threshold.soft_threshold_fused): the same values and
+    # gradients as the plain formula, without its chain of weight-sized temporaries. False selects the plain
+    # formula (a reference for tests and benchmarks; set it on an instance or on the class).
+    fused = True
 
     def __init__(
         self,
@@ -56,7 +66,7 @@ class UnstructuredSTR(nn.Module):
 
     def forward(self, W: torch.Tensor) -> torch.Tensor:
         """``W`` (shape) -> ``S(W, g(s))`` with exact zeros below the threshold."""
-        return soft_threshold(W, self.threshold())
+        return (soft_threshold_fused if self.fused else soft_threshold)(W, self.threshold())
 
     def right_inverse(self, W: torch.Tensor) -> torch.Tensor:
         """Inverse of the soft threshold on the nonzero entries of ``W``: ``sign(W)·(|W| + alpha)``."""
