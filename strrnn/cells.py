@@ -21,6 +21,16 @@ Speed design (the runner, not the cells, owns the time loop):
   kernels (cuDNN on GPU) via :func:`torch.func.functional_call` with the materialized weights;
 * a low-rank weight is applied through its factors, ``((h B^T) diag(m)) A^T``, when that costs fewer
   multiply-adds than the dense product; thresholded-away spectrum entries are dropped first.
+
+Inference (no autograd graph needed: ``torch.no_grad()``, or nothing requires grad) of FastGRNN/FastRNN
+takes a leaner path (:meth:`RecurrentCell.infer_sequence`, :meth:`FastGRNNCell.forward`):
+
+* whole sequences: the input projection (bias folded in) is computed batch-first for all frames and the
+  recurrence then runs *in place* in it (``strrnn.fastgrnn_kernel.fastgrnn_infer_``): no saved buffers, no
+  transposes, no output allocation -- the projection becomes the output;
+* streaming (one frame per call): ``W x + U h + b`` is one product over the concatenated ``[x, h]``
+  (``[A_w A_u] [B_w x; B_u h]`` through factors), with the stacked, transposed weights and the pointwise
+  constants precomputed once and reused until a parameter changes (keyed by the parameters' versions).
 """
 
 from __future__ import annotations
@@ -34,7 +44,15 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from .factored import caching_parametrizations, factored_is_cheaper, originals
-from .fastgrnn_kernel import KERNEL_NONLINEARITIES, fastgrnn_scan, fastrnn_scan
+from .fastgrnn_kernel import (
+    KERNEL_NONLINEARITIES,
+    fastgrnn_gates,
+    fastgrnn_infer_,
+    fastgrnn_pointwise_,
+    fastgrnn_scan_final,
+    fastrnn_infer_,
+    fastrnn_scan,
+)
 
 __all__ = [
     "CELLS",
@@ -169,6 +187,61 @@ def read_weight(module: nn.Module, name: str) -> WeightOp:
     return WeightOp(weight=getattr(module, name))
 
 
+def _transposed(op: WeightOp) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(U^T, None)`` of a dense op, ``(left^T (r, out), right^T (in, r))`` of a factored one (views)."""
+    return (op.weight.t(), None) if not op.factored else (op.left.t(), op.right.t())
+
+
+def _needs_graph(module: nn.Module, *tensors) -> bool:
+    """Whether autograd must record: grad mode is on and an input (tensors or tuples of them) or a
+    parameter of ``module`` requires grad. Under ``torch.no_grad()`` this costs one call."""
+    if not torch.is_grad_enabled():
+        return False
+    flat = [t for x in tensors for t in (x if isinstance(x, tuple) else (x,)) if t is not None]
+    return any(t.requires_grad for t in flat) or any(p.requires_grad for p in module.parameters())
+
+
+def _version_key(module: nn.Module) -> tuple:
+    """Changes whenever a parameter of ``module`` is moved (new memory) or modified in place (version counter)."""
+    return tuple((p.data_ptr(), p._version) for p in module._parameters.values() if p is not None)
+
+
+class _FusedStep:
+    """``x W^T + h U^T + b`` for one frame as one product over ``[x, h]``: ``[x', h'] @ [A_w A_u]^T + b``
+    where ``x' = x B_w^T`` (or ``x`` for a dense W) and ``h' = h B_u^T`` (or ``h``).
+
+    Fewer, larger products than four thin ones: at batch 1 every op costs a fixed dispatch time that
+    exceeds its arithmetic. With both weights factored and a small batch, ``[x, h]`` goes through one
+    block-diagonal right factor (``diag(B_w^T, B_u^T)``, zeros included): one op fewer at the price of
+    ``r_w*H + r_u*I`` multiply-adds per row that are zero.
+    """
+
+    BLOCK_MAX_BATCH = 16  # up to here an op saved is worth more than the zeros multiplied
+
+    def __init__(self, w: WeightOp, u: WeightOp, bias: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.bias = bias.detach()
+            self.right_x = None if not w.factored else w.right.detach().t().contiguous()
+            self.right_h = None if not u.factored else u.right.detach().t().contiguous()
+            left = torch.cat([w.weight if not w.factored else w.left, u.weight if not u.factored else u.left], 1)
+            self.left_t = left.detach().t().contiguous()  # (kx + kh, out)
+            self.block = None
+            if self.right_x is not None and self.right_h is not None:
+                (i, rw), (h, ru) = self.right_x.shape, self.right_h.shape
+                self.block = self.right_x.new_zeros(i + h, rw + ru)
+                self.block[:i, :rw] = self.right_x
+                self.block[i:, rw:] = self.right_h
+
+    def __call__(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """x (B, I), h (B, H) -> (B, out), a new tensor."""
+        if self.block is not None and x.shape[0] <= self.BLOCK_MAX_BATCH:
+            p = torch.cat([x, h], 1).mm(self.block)
+        else:
+            p = torch.cat([x if self.right_x is None else x.mm(self.right_x),
+                           h if self.right_h is None else h.mm(self.right_h)], 1)
+        return torch.addmm(self.bias, p, self.left_t)
+
+
 def _last(seq: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """(T, B, H) -> (B, H): the entry at step ``lengths[b] - 1`` of each sequence (or the last)."""
     if lengths is None:
@@ -265,13 +338,40 @@ class RecurrentCell(nn.Module):
         Returns a tuple of (T, B, H) tensors, one per state component (``h`` first): the state after
         every step. This default is a plain autograd loop; subclasses may use a kernel.
         """
+        return self._loop(xw, state, weights)[0]
+
+    def scan_final(self, xw: torch.Tensor, state, weights: dict[str, WeightOp]):
+        """:meth:`scan` and the state after the last step (``h`` (B, H), or ``(h, c)``), as its own tensor.
+
+        :class:`RNN` takes the final state from here: where only it is used (a classifier on the last state),
+        nothing downstream depends on the stacked sequence -- an exported graph drops the stacking, and a
+        kernel's backward skips the sequence's all-zero gradient.
+        """
+        if type(self).scan is not RecurrentCell.scan:  # a subclass's own scan (a kernel): its result
+            seqs = self.scan(xw, state, weights)
+            return seqs, (tuple(s[-1] for s in seqs) if self.state_is_tuple else seqs[0][-1])
+        return self._loop(xw, state, weights)
+
+    def _loop(self, xw, state, weights):
+        """The plain autograd loop: ``(stacked states per component, final state)``."""
         if state is None:
             state = self.init_state(xw.shape[1], xw.device, xw.dtype)
         seqs = []
         for t in range(xw.shape[0]):
             state = self.recur(xw[t], state, weights)
             seqs.append(state if isinstance(state, tuple) else (state,))
-        return tuple(torch.stack(s) for s in zip(*seqs, strict=True))
+        return tuple(torch.stack(s) for s in zip(*seqs, strict=True)), state
+
+    # -- inference without autograd (optional) ----------------------------------------------------
+    def infer_ok(self) -> bool:
+        """Whether this cell has an in-place inference loop (:meth:`infer_sequence`). :class:`RNN` uses it
+        only where no autograd graph is needed."""
+        return False
+
+    def infer_sequence(self, x: torch.Tensor, state, weights: dict[str, WeightOp], batch_first: bool = True):
+        """The whole sequence without autograd: x (B, T, I) (``batch_first=False``: (T, B, I)), state (B, H) or
+        None -> the state after every step, (B, T, H) (or (T, B, H)). Only where :meth:`infer_ok`."""
+        raise NotImplementedError
 
     # -- one step (streaming) ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state=None):
@@ -398,29 +498,79 @@ class FastGRNNCell(RecurrentCell):
         pre = xw + weights["U"](state)
         z = self._f_gate(pre + self.bias_gate)
         c = self._f_update(pre + self.bias_update)
-        return z * state + (torch.sigmoid(self.zeta) * (1.0 - z) + torch.sigmoid(self.nu)) * c
+        # z*h + (sz*(1-z) + sn)*c == z*(h - sz*c) + (sz + sn)*c: one elementwise op fewer per step (an exported
+        # graph folds the scalar sigmoids into constants)
+        sz = torch.sigmoid(self.zeta)
+        return z * (state - sz * c) + (sz + torch.sigmoid(self.nu)) * c
 
     def _kernel_ok(self) -> bool:
-        # the hand-written backward is a training-speed device; tracing (ONNX export) needs plain ops
+        # the hand-written backward and the in-place inference loop are speed devices; tracing and
+        # torch.export/compile (ONNX export) need the plain step ops
         return (
             self.use_kernel
             and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
             and self.gate_nonlinearity in KERNEL_NONLINEARITIES
             and self.update_nonlinearity in KERNEL_NONLINEARITIES
         )
 
+    def infer_ok(self) -> bool:
+        return self._kernel_ok()
+
+    def _gates(self):
+        return fastgrnn_gates(self.bias_update - self.bias_gate, self.zeta, self.nu, self.gate_nonlinearity,
+                              self.update_nonlinearity)
+
+    def infer_sequence(self, x, state, weights, batch_first=True):
+        with torch.no_grad():
+            wx = weights["W"](x, self.bias_gate)  # one product for all frames, b_g folded in; becomes the output
+            steps = wx.unbind(1 if batch_first else 0)
+            if state is None and steps:
+                state = wx.new_zeros(steps[0].shape)
+            fastgrnn_infer_(steps, state, *_transposed(weights["U"]), self._gates())
+        return wx
+
+    def _step_weights(self) -> tuple[_FusedStep, object]:
+        """The fused product and the pointwise constants for :meth:`forward`, reused while no parameter changes
+        (a parametrized cell recomputes them every call: its weights depend on more than its parameters)."""
+        key = _version_key(self)
+        cache = self.__dict__.get("_step_cache")
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        w = self.read_weights()
+        value = (_FusedStep(w["W"], w["U"], self.bias_gate), self._gates())
+        if not parametrize.is_parametrized(self):
+            self.__dict__["_step_cache"] = (key, value)
+        return value
+
+    def forward(self, x: torch.Tensor, state=None):
+        """One time step. x: (B, I); state: (B, H) or None. Returns the new state (B, H).
+
+        Without an autograd graph (see the module docstring), one fused product and six pointwise ops.
+        """
+        if not self.infer_ok() or _needs_graph(self, x, state):
+            return super().forward(x, state)
+        self.check_input(x)
+        # nothing requires grad here, so autograd records nothing even outside no_grad (no context needed)
+        fused, gates = self._step_weights()
+        h = state if state is not None else x.new_zeros(x.shape[0], self.hidden_size)
+        return fastgrnn_pointwise_(fused(x, h), h, gates)
+
     def scan(self, xw, state, weights):
+        return self.scan_final(xw, state, weights)[0]
+
+    def scan_final(self, xw, state, weights):
         if not self._kernel_ok():
-            return super().scan(xw, state, weights)
+            return self._loop(xw, state, weights)
         if state is None:
             state = xw.new_zeros(xw.shape[1:])
         u = weights["U"]
         u_left, u_right = (u.weight, None) if not u.factored else (u.left, u.right)
-        hs = fastgrnn_scan(
+        hs, h_last = fastgrnn_scan_final(
             xw, state, u_left, u_right, self.bias_gate, self.bias_update, self.zeta, self.nu,
             self.gate_nonlinearity, self.update_nonlinearity,
         )
-        return (hs,)
+        return (hs,), h_last
 
 
 @register_cell("fastrnn")
@@ -466,8 +616,28 @@ class FastRNNCell(RecurrentCell):
         c = self._f_update(xw + weights["U"](state))
         return torch.sigmoid(self.alpha) * c + torch.sigmoid(self.beta) * state
 
+    def _kernel_ok(self) -> bool:
+        return (
+            self.use_kernel
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and self.update_nonlinearity in KERNEL_NONLINEARITIES
+        )
+
+    def infer_ok(self) -> bool:
+        return self._kernel_ok()
+
+    def infer_sequence(self, x, state, weights, batch_first=True):
+        with torch.no_grad():
+            wx = weights["W"](x, self.bias_update)  # (B, T, H), the bias folded in; becomes the output
+            steps = wx.unbind(1 if batch_first else 0)
+            if state is None and steps:
+                state = wx.new_zeros(steps[0].shape)
+            fastrnn_infer_(steps, state, *_transposed(weights["U"]), self.alpha, self.beta, self.update_nonlinearity)
+        return wx
+
     def scan(self, xw, state, weights):
-        if not (self.use_kernel and not torch.jit.is_tracing() and self.update_nonlinearity in KERNEL_NONLINEARITIES):
+        if not self._kernel_ok():
             return super().scan(xw, state, weights)
         if state is None:
             state = xw.new_zeros(xw.shape[1:])
@@ -669,12 +839,29 @@ class RNN(nn.Module):
         xt = x.transpose(0, 1) if self.batch_first else x  # time-major inside
         T, B = xt.shape[:2]
         lengths = self._check_lengths(lengths, B, T, x.device)
+        if self._infer_ok(x, state, lengths):
+            return self._forward_infer(x, state)
         weights = [c.read_weights() for c in self.cells]  # once per sequence
         if self._use_fused():
             out, h_n = self._forward_fused(xt, state, lengths, weights)
         else:
             out, h_n = self._forward_loop(xt, state, lengths, weights)
         return (out.transpose(0, 1) if self.batch_first else out), h_n
+
+    def _infer_ok(self, x, state, lengths) -> bool:
+        """Whether :meth:`forward` may run the cells' in-place inference loops: no autograd graph needed,
+        every cell has one, no lengths, unidirectional, no active dropout."""
+        if lengths is not None or self.bidirectional or (self.dropout and self.training and self.num_layers > 1):
+            return False
+        return all(c.infer_ok() for c in self.cells) and not _needs_graph(self, x, state)
+
+    def _forward_infer(self, x, state):
+        """Layer by layer in the input's own layout (batch-first in, batch-first out: no transposes)."""
+        layer_in, finals = x, []
+        for cell, s in zip(self.cells, self._split_state(state, len(self.cells)), strict=True):
+            layer_in = cell.infer_sequence(layer_in, s, cell.read_weights(), self.batch_first)
+            finals.append(layer_in[:, -1] if self.batch_first else layer_in[-1])
+        return layer_in, torch.stack(finals)
 
     def _use_fused(self) -> bool:
         return self.fused is not False and self._fused_kind() is not None
@@ -689,8 +876,10 @@ class RNN(nn.Module):
                 i = layer * D + d
                 cell, w = self.cells[i], weights[i]
                 inp = layer_in if d == 0 else _reverse(layer_in, lengths)
-                seq = cell.scan(cell.project(inp, w), states[i], w)
-                finals.append(tuple(_last(s, lengths) for s in seq) if cell.state_is_tuple else _last(seq[0], lengths))
+                seq, final = cell.scan_final(cell.project(inp, w), states[i], w)
+                if lengths is not None:  # each sequence's own last step
+                    final = tuple(_last(s, lengths) for s in seq) if cell.state_is_tuple else _last(seq[0], lengths)
+                finals.append(final)
                 outs.append(seq[0] if d == 0 else _reverse(seq[0], lengths))
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)
             if self.dropout and self.training and layer < self.num_layers - 1:
@@ -746,6 +935,11 @@ class RNN(nn.Module):
             raise ValueError("step() needs a unidirectional RNN: a bidirectional one reads the whole sequence")
         if x_t.dim() != 2:
             raise ValueError(f"step expects one frame of shape (B, I), got {tuple(x_t.shape)}")
+        if len(self.cells) == 1 and not self.cells[0].state_is_tuple:
+            # the edge case (one layer, one frame per call): no per-layer lists; the state is a copy, as with
+            # several layers (an in-place change of the output must not change the carried state)
+            h = self.cells[0](x_t, None if state is None else state[0])
+            return h, h.unsqueeze(0).clone()
         states = self._split_state(state, len(self.cells))
         inp, new = x_t, []
         for layer, cell in enumerate(self.cells):
