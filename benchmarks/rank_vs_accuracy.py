@@ -3,9 +3,10 @@
     python -m benchmarks.rank_vs_accuracy [--epochs 300] [--seeds 0 1 2] [--jobs 2] [--quick | --report-only]
     python -m benchmarks.rank_vs_accuracy --dataset google12 --data-dir ../shared/data/speech_commands_sample
 
-Data: FSDD by default (``../shared/data/fsdd``); ``--dataset google12`` with a Speech Commands folder (full archive
-or test-set layout) trains with that data set's recipe (``strrnn.train.DATASET_DEFAULTS``) and writes under
-``benchmarks/results/speech_commands_sample/<epochs>ep`` unless ``--out`` says otherwise.
+Data: FSDD by default (``../shared/data/fsdd``, else strrnn's FSDD folder: ``$STRRNN_FSDD`` or the user data
+folder, where ``python -m strrnn.data download fsdd`` puts it); ``--dataset google12`` with a Speech Commands folder
+(full archive or test-set layout) trains with that data set's recipe (``strrnn.train.DATASET_DEFAULTS``) and writes
+under ``benchmarks/results/speech_commands_sample/<epochs>ep`` unless ``--out`` says otherwise.
 
 Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every seed:
 
@@ -40,13 +41,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fsdd", choices=["fsdd", "google12"])
     parser.add_argument("--data-dir", default=None,
-                        help="default: ../shared/data/fsdd (fsdd) or ../shared/data/speech_commands_sample (google12)")
+                        help="default: ../shared/data/fsdd, else $STRRNN_FSDD or the user data folder's fsdd (fsdd); "
+                             "../shared/data/speech_commands_sample (google12)")
     parser.add_argument("--out", default=None,
                         help="results folder (default: benchmarks/results/rank_vs_accuracy/<epochs>ep; "
                              "--quick: benchmarks/results/rank_vs_accuracy/quick)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.5, 0.7],
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.6, 0.8],
                         help="--strength of the STR runs (fraction of each matrix's largest singular value)")
     parser.add_argument("--target-params", type=int, nargs="*", default=[],
                         help="budget-control STR runs (--target-params N) beside the strengths, each with its "
@@ -63,10 +65,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds, args.strengths = 5, [0], [0.7]
-    shared = REPO.parent / "shared" / "data"
-    data_dir = args.data_dir or str(shared / ("fsdd" if args.dataset == "fsdd" else "speech_commands_sample"))
-    if not Path(data_dir).is_dir():
-        raise SystemExit(f"{args.dataset} data not found at {data_dir}: pass --data-dir (see ../shared/data/*/README)")
+    data_dir = str(data_dir_for(args.dataset, args.data_dir))
+    if (missing := missing_data(["--dataset", args.dataset, "--data-dir", data_dir])) is not None:
+        raise SystemExit(missing)
     results = RESULTS / ("rank_vs_accuracy" if args.dataset == "fsdd" else "speech_commands_sample")
     out = Path(args.out or (results / "quick" if args.quick else results / f"{args.epochs}ep"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,39 @@ def main() -> None:
         raise SystemExit(f"{len(failures)} run(s) failed; the table holds the others:\n" + "\n".join(failures))
 
 
+def data_dir_for(dataset: str, data_dir: str | None) -> Path:
+    """The data folder of a ``--dataset`` run: ``--data-dir``, else the checkout's reference copy in
+    ``../shared/data``, else (FSDD) strrnn's own FSDD folder (``$STRRNN_FSDD``, ``$STRRNN_DATA/fsdd``, the user
+    data folder)."""
+    if data_dir:
+        return Path(data_dir)
+    shared = REPO.parent / "shared" / "data" / ("fsdd" if dataset == "fsdd" else "speech_commands_sample")
+    if dataset == "fsdd" and not shared.is_dir():
+        from strrnn.data import dataset_dir
+
+        return dataset_dir("fsdd")
+    return shared
+
+
+def missing_data(argv: list[str]) -> str | None:
+    """What this benchmark, run with ``argv``, needs and does not find (``None``: the data is there).
+
+    Read by ``benchmarks.suite`` to skip it on a checkout without the data.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dataset", default="fsdd")
+    parser.add_argument("--data-dir", default=None)
+    args, _ = parser.parse_known_args(argv)
+    folder = data_dir_for(args.dataset, args.data_dir)
+    if args.dataset == "fsdd" and not (folder / "recordings").is_dir():
+        return (f"needs FSDD (recordings/*.wav), not found at {folder}: pass --data-dir, set $STRRNN_FSDD or "
+                "download it with `python -m strrnn.data download fsdd`")
+    if args.dataset != "fsdd" and not folder.is_dir():
+        return (f"needs a Speech Commands folder for {args.dataset}, not found at {folder}: pass --data-dir "
+                "(see datasets/README.md)")
+    return None
+
+
 def discard_if_stale(twin: Path, str_run: Path) -> None:
     """A finished fixed-rank twin is reused only if it trained at the ranks its STR run (re)learned."""
     summary = twin / "summary.json"
@@ -158,7 +192,8 @@ def write_report(out: Path, runs: list[Path], data_title: str = "FSDD") -> None:
     table = compare.compare(runs)
     groups = paired_groups(runs)
     every_group = compare.to_markdown(table)
-    markdown = paired_table(groups) + "\n\nEvery group (rows grouped by learned ranks):\n\n" + every_group
+    markdown = (paired_table(groups) + "\n\nEvery group (runs are seeds of one row only when every setting but the "
+                "seed matches):\n\n" + every_group)
     (out / "table.md").write_text(markdown + "\n")
     table.to_csv(out / "table.csv", index=False)
     summaries = [load_summary(Path(r)) for r in runs]
