@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -239,7 +240,8 @@ def plot(table: pd.DataFrame, path: str | Path, title: str | None = None):
                         linestyle="none")
         ax.set_xlabel("parameters of the exported model")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(title if title and len(datasets) == 1 else dataset)
+        # long titles wrap instead of running off the figure
+        ax.set_title(textwrap.fill(title, 70) if title and len(datasets) == 1 else dataset, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title and len(datasets) > 1:
