@@ -118,7 +118,7 @@ def test_datasets_readme_documents_every_variable():
 def test_the_demo_keeps_its_data_in_the_checkout():
     """configs/demo.yaml names its folder, so `make demo` (run in the checkout) does not depend on the defaults."""
     config = train.parse_config(["--config", str(REPO / "configs" / "demo.yaml"), "--out", "x"])
-    assert Path(config["data_dir"]).name == "synthetic_google13_p100"
+    assert Path(config["data_dir"]).name == f"synthetic_google13_p{config['synthetic_per_word']}"
     assert Path(config["data_dir"]).parent.name == "datasets"
 
 
