@@ -192,6 +192,12 @@ def _transposed(op: WeightOp) -> tuple[torch.Tensor, torch.Tensor | None]:
     return (op.weight.t(), None) if not op.factored else (op.left.t(), op.right.t())
 
 
+def _plain_ops_needed() -> bool:
+    """Whether the plain step ops must run instead of the hand-written kernels (speed devices only): tracing and
+    torch.export/compile (ONNX export) record ops, which a custom backward or an in-place loop would hide."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def _needs_graph(module: nn.Module, *tensors) -> bool:
     """Whether autograd must record: grad mode is on and an input (tensors or tuples of them) or a
     parameter of ``module`` requires grad. Under ``torch.no_grad()`` this costs one call."""
@@ -508,8 +514,7 @@ class FastGRNNCell(RecurrentCell):
         # torch.export/compile (ONNX export) need the plain step ops
         return (
             self.use_kernel
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
+            and not _plain_ops_needed()
             and self.gate_nonlinearity in KERNEL_NONLINEARITIES
             and self.update_nonlinearity in KERNEL_NONLINEARITIES
         )
@@ -617,12 +622,7 @@ class FastRNNCell(RecurrentCell):
         return torch.sigmoid(self.alpha) * c + torch.sigmoid(self.beta) * state
 
     def _kernel_ok(self) -> bool:
-        return (
-            self.use_kernel
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
-            and self.update_nonlinearity in KERNEL_NONLINEARITIES
-        )
+        return self.use_kernel and not _plain_ops_needed() and self.update_nonlinearity in KERNEL_NONLINEARITIES
 
     def infer_ok(self) -> bool:
         return self._kernel_ok()

@@ -9,8 +9,8 @@ import pickle
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tiny_nets import TinyNet, tiny_dataset
+from torch.utils.data import DataLoader
 
 import strrnn
 from strrnn.callbacks import (
@@ -24,41 +24,11 @@ from strrnn.callbacks import (
 from strrnn.fileio import CorruptCheckpointError
 from strrnn.task import ClassificationTask, OptimConfig, ranks_frozen
 
-
-class _Cell(nn.Module):
-    recurrent_weights = ("W", "U")
-
-    def __init__(self):
-        super().__init__()
-        self.W = nn.Parameter(0.3 * torch.randn(16, 8))
-        self.U = nn.Parameter(0.3 * torch.randn(16, 16))
-
-
-class _Net(nn.Module):
-    """A one-step 'RNN': h = tanh(W x + U tanh(W x)); logits = head(h)."""
-
-    def __init__(self, nan_after: int | None = None):
-        super().__init__()
-        self.cell = _Cell()
-        self.head = nn.Linear(16, 3)
-        self.calls = 0
-        self.nan_after = nan_after
-
-    def forward(self, x):
-        self.calls += 1
-        h0 = torch.tanh(x @ self.cell.W.T)
-        h = torch.tanh(x @ self.cell.W.T + h0 @ self.cell.U.T)
-        out = self.head(h)
-        if self.nan_after is not None and self.calls > self.nan_after:
-            out = out * float("nan")
-        return out
+_Net = TinyNet
 
 
 def _loaders(n=96):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 8, generator=g)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
-    data = TensorDataset(x, y)
+    data = tiny_dataset(n)
     return DataLoader(data, batch_size=16, shuffle=True), DataLoader(data, batch_size=32)
 
 

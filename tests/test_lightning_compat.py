@@ -12,8 +12,9 @@ import sys
 import pytest
 import pytorch_lightning
 import torch
+from tiny_nets import TinyNet, tiny_dataset
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import strrnn
 from strrnn import callbacks, lightning_compat, task
@@ -22,33 +23,11 @@ from strrnn.optional import MissingExtraError
 L = pytest.importorskip("lightning.pytorch", reason="the unified lightning package is not installed")
 
 
-class _Cell(nn.Module):
-    recurrent_weights = ("W", "U")
-
-    def __init__(self):
-        super().__init__()
-        self.W = nn.Parameter(0.3 * torch.randn(16, 8))
-        self.U = nn.Parameter(0.3 * torch.randn(16, 16))
-
-
-class _Net(nn.Module):
-    """A one-step 'RNN' (as in test_callbacks.py): h = tanh(W x + U tanh(W x)); logits = head(h)."""
-
-    def __init__(self):
-        super().__init__()
-        self.cell = _Cell()
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x):
-        h = torch.tanh(x @ self.cell.W.T + torch.tanh(x @ self.cell.W.T) @ self.cell.U.T)
-        return self.head(h)
+_Net = TinyNet
 
 
 def _loader(n=96, shuffle=True):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 8, generator=g)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
-    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=shuffle)
+    return DataLoader(tiny_dataset(n), batch_size=16, shuffle=shuffle)
 
 
 def _trainer(tmp_path, callbacks_, epochs, **kw):
