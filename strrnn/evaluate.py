@@ -23,7 +23,7 @@ import torch
 
 from . import data as sdata
 from .data.speech_commands import SpeechCommandsDataModule
-from .runs import build_datamodule, load_exported
+from .runs import check_label_set, exported_datamodule, load_exported
 
 
 def _same_folder(a, b) -> bool:
@@ -56,23 +56,15 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     model, payload = load_exported(run_dir)
-    config = dict(payload["config"])
-    trained_on = config.get("data_dir")
-    if data_dir:
-        config["data_dir"] = str(data_dir)
-    config["normalization"] = payload.get("normalization")
-    config["synthetic"] = False  # never synthesize at evaluation time
-    config["download"] = False  # nor download
-    datamodule = build_datamodule(config)
+    trained_on = payload["config"].get("data_dir")
+    datamodule = exported_datamodule(payload, data_dir)
     if _score_whole_folder(datamodule, data_dir, trained_on, all_clips):
         if split != "test":
             raise ValueError("every clip of a test-set layout folder is a test clip: use --split test")
         datamodule.testset_split = "test"
     datamodule.setup("test" if split == "test" else "fit")
+    check_label_set(datamodule, payload)
     names = payload["class_names"]
-    if list(datamodule.class_names) != list(names):
-        raise ValueError(f"the data at {datamodule.root} has classes {datamodule.class_names}, the model "
-                         f"{names}: evaluate on a dataset with the run's label set")
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)
     for x, y in loader:

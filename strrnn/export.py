@@ -35,7 +35,7 @@ from .exporting import export
 from .fileio import DiskFullError, atomic_path
 from .optional import require
 from .reporting import model_size
-from .runs import build_datamodule, load_exported
+from .runs import check_label_set, exported_datamodule, load_exported
 
 __all__ = ["OnnxExport", "export_onnx", "onnx_accuracy", "int8_path", "main"]
 
@@ -180,14 +180,9 @@ def onnx_accuracy(run_dir, onnx_files, data_dir: str | None = None) -> tuple[dic
     """
     onnxruntime = _onnxruntime()
     _, payload = load_exported(run_dir)
-    config = dict(payload["config"], normalization=payload.get("normalization"), synthetic=False, download=False)
-    if data_dir:
-        config["data_dir"] = str(data_dir)
-    datamodule = build_datamodule(config)
+    datamodule = exported_datamodule(payload, data_dir)
     datamodule.setup("test")
-    if list(datamodule.class_names) != list(payload["class_names"]):
-        raise ValueError(f"the data at {config.get('data_dir')} has classes {list(datamodule.class_names)}, the "
-                         f"model {payload['class_names']}: use a data set with the run's label set")
+    check_label_set(datamodule, payload)
     sessions = {name: _session(onnxruntime, Path(path)) for name, path in onnx_files.items()}
     correct, total = dict.fromkeys(sessions, 0), 0
     for x, y in datamodule.test_dataloader():

@@ -21,7 +21,7 @@ from .data.audio import fix_length, load_audio, resample
 from .data.audio_module import AudioDataModule
 from .data.base import stats_arrays
 from .data.features import FeatureConfig, compute_features
-from .runs import build_datamodule, load_exported
+from .runs import exported_datamodule, load_exported
 
 __all__ = ["Predictor", "InputError", "load"]
 
@@ -148,11 +148,10 @@ def load(run_dir: str | os.PathLike, device: str | torch.device | None = None, b
     for a folder without an exported audio model.
     """
     model, payload = load_exported(run_dir)
-    config = dict(payload["config"])
-    config.update(synthetic=False, download=False)  # building the data module only to read its feature settings
-    datamodule = build_datamodule(config)
+    datamodule = exported_datamodule(payload)  # built only to read its feature settings
     if not isinstance(datamodule, AudioDataModule):
-        raise ValueError(f"{run_dir}: the run was trained on {config.get('dataset')!r}, not on audio; strrnn.load "
+        raise ValueError(f"{run_dir}: the run was trained on {payload['config'].get('dataset')!r}, not on audio; "
+                         "strrnn.load "
                          "predicts audio clips only")
     features = datamodule.features
     if list(features.shape) != list(payload["input_shape"]):

@@ -178,6 +178,22 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     return small.eval(), payload
 
 
+def exported_datamodule(payload: dict, data_dir: str | os.PathLike | None = None):
+    """The data module an exported run (``payload`` of :func:`load_exported`) reads: the run's settings and its
+    stored normalization, at ``data_dir`` when given (default: the run's). Never synthesizes nor downloads."""
+    config = dict(payload["config"], normalization=payload.get("normalization"), synthetic=False, download=False)
+    if data_dir:
+        config["data_dir"] = str(data_dir)
+    return build_datamodule(config)
+
+
+def check_label_set(datamodule, payload: dict) -> None:
+    """Raise ``ValueError`` unless the (set-up) ``datamodule`` has the exported run's classes, in its order."""
+    if list(datamodule.class_names) != list(payload["class_names"]):
+        raise ValueError(f"the data at {datamodule.root} has classes {list(datamodule.class_names)}, the model "
+                         f"{list(payload['class_names'])}: use a data set with the run's label set")
+
+
 def read_summaries(run_dirs) -> pd.DataFrame:
     """One row per run folder with its ``summary.json`` flattened (ranks as a compact string)."""
     rows = []
