@@ -4,7 +4,7 @@ A suite is dozens of training runs; it must survive interruption and never mix r
 settings. :func:`train_run` therefore
 
 - reuses a finished run folder (``summary.json`` exists) only when its stored ``config.yaml`` matches the flags
-  asked for now — every setting the run's mode reads (:attr:`strrnn.modes.Mode.ignores`) — and otherwise stops
+  asked for now — every setting the run's mode reads (:attr:`strrnn.modes.Mode.unread`) — and otherwise stops
   with a message naming the differing settings;
 - resumes an interrupted one from its ``last.ckpt`` (``--resume``);
 - starts anything else afresh (``--overwrite``).
@@ -39,7 +39,7 @@ def stale_settings(run_dir: Path, flags: list[str]) -> list[str]:
     """The settings in which ``run_dir``'s stored ``config.yaml`` differs from ``flags`` (empty: reusable)."""
     wanted = train.parse_config(flags)
     stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    ignored = _IGNORED | get_mode(wanted["mode"]).ignores  # e.g. a dense run does not go stale with --strength
+    ignored = _IGNORED | get_mode(wanted["mode"]).unread  # e.g. a dense run does not go stale with --strength
     return [f"{key}: {stored.get(key)!r} there, {wanted[key]!r} asked" for key in sorted(wanted)
             if key not in ignored and _normal(key, stored.get(key)) != _normal(key, wanted[key])]
 

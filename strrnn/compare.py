@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .modes import MODE_FLAGS, MODES
+from .modes import MODES
 from .optional import MissingExtraError, require
 from .runs import read_summaries
 from .train import OPERATIONAL, build_parser
@@ -57,7 +57,7 @@ def run_settings(run_dir) -> dict:
     else:
         settings = {key: summary[key] for key in _SUMMARY_SETTINGS if key in summary}
     mode = MODES.get(settings.get("mode"))
-    ignored = NOT_SETTINGS | (mode.ignores | (set(MODE_FLAGS) - mode.flags) if mode is not None else frozenset())
+    ignored = NOT_SETTINGS | (mode.unread if mode is not None else frozenset())
     settings = {key: _hashable(value) for key, value in settings.items() if key not in ignored}
     if settings.get("mode") == "fixed-rank" and summary.get("ranks"):
         for key in ("rank_w", "rank_u", "budget_from"):

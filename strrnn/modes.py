@@ -76,6 +76,12 @@ class Mode:
     reload: Callable[[nn.Module, dict, dict], None] | None = None
     ignores: frozenset[str] = frozenset()
 
+    @property
+    def unread(self) -> frozenset[str]:
+        """Config keys this mode never reads: :attr:`ignores` and the mode flags (:data:`MODE_FLAGS`) it does
+        not accept. Runs that differ only in them computed the same thing."""
+        return self.ignores | (frozenset(MODE_FLAGS) - self.flags)
+
 
 MODES: dict[str, Mode] = {}
 
