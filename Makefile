@@ -28,7 +28,7 @@ espeak:
 # Main job: dense and low-rank STR FastGRNN keyword spotters side by side on synthetic google13 (synthesized on
 # first use); prints accuracy, learned ranks, parameters and KB of both.
 demo: $(STAMP) espeak
-	$(PY) -m strrnn.demo --config configs/demo.yaml --out $(DEMO_OUT)
+	$(PY) -m strrnn demo --config configs/demo.yaml --out $(DEMO_OUT)
 
 test: $(STAMP) espeak
 	$(PY) -m pytest -q

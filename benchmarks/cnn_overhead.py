@@ -30,7 +30,7 @@ import torch
 import strrnn
 from benchmarks.timing import interleaved, ratios
 from cnn import models
-from strrnn.unstructured import UnstructuredSTR
+from strrnn.unstructured_str import UnstructuredSTR
 
 try:  # minor page faults per step; the resource module exists on Linux and macOS only
     import resource

@@ -109,7 +109,7 @@ def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str], 
 
 
 def _quantize(fp32: Path, int8: Path) -> None:
-    """int8 weights, activations quantized on the fly: what ``python -m strrnn.export --int8`` writes (onnxruntime's
+    """int8 weights, activations quantized on the fly: what ``strrnn export --int8`` writes (onnxruntime's
     pre-processing, then ``quantize_dynamic``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process

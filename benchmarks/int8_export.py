@@ -5,7 +5,7 @@
     python -m benchmarks.int8_export RUN... --out /tmp/int8     # ONNX files and table.md/table.csv there
 
 For every run folder (one written by ``python -m strrnn.train``) this exports the fp32 ONNX model and
-onnxruntime's dynamic int8 quantization of it (``python -m strrnn.export --int8``: QInt8 weights, one scale per
+onnxruntime's dynamic int8 quantization of it (``strrnn export --int8``: QInt8 weights, one scale per
 tensor, activations quantized on the fly) and scores both on the run's test split (the run's data set must be
 there; ``--data-dir`` names another root of it). Columns: the weights' storage (``strrnn.model_size``: fp32 and
 int8 KB), the ``.onnx`` files' sizes (weights plus graph: a recurrent model's time loop is unrolled over its
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import RESULTS
-from strrnn.export import export_onnx, onnx_accuracy
+from strrnn.deploy.onnx_graph import export_onnx, onnx_accuracy
 from strrnn.fileio import atomic_write_text
 
 COLUMNS = ["run", "dataset", "mode", "cell", "params", "fp32_kb", "int8_kb", "onnx_fp32_kb", "onnx_int8_kb",

@@ -4,7 +4,7 @@
     python -m benchmarks.rank_vs_accuracy --dataset google12 --data-dir ../shared/data/speech_commands_sample
 
 Data: FSDD by default (``../shared/data/fsdd``, else strrnn's FSDD folder: ``$STRRNN_FSDD`` or the user data
-folder, where ``python -m strrnn.data download fsdd`` puts it); ``--dataset google12`` with a Speech Commands folder
+folder, where ``strrnn data download fsdd`` puts it); ``--dataset google12`` with a Speech Commands folder
 (full archive or test-set layout) trains with that data set's recipe (``strrnn.train.DATASET_DEFAULTS``) and writes
 under ``benchmarks/results/speech_commands_sample/<epochs>ep`` unless ``--out`` says otherwise.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from benchmarks import REPO, RESULTS
 from benchmarks.runner import StaleRunError, stale_settings, train_run
-from strrnn import compare
+from strrnn.cli import compare
 
 
 def main() -> None:
@@ -154,7 +154,7 @@ def missing_data(argv: list[str]) -> str | None:
     folder = data_dir_for(args.dataset, args.data_dir)
     if args.dataset == "fsdd" and not (folder / "recordings").is_dir():
         return (f"needs FSDD (recordings/*.wav), not found at {folder}: pass --data-dir, set $STRRNN_FSDD or "
-                "download it with `python -m strrnn.data download fsdd`")
+                "download it with `strrnn data download fsdd`")
     if args.dataset != "fsdd" and not folder.is_dir():
         return (f"needs a Speech Commands folder for {args.dataset}, not found at {folder}: pass --data-dir "
                 "(see datasets/README.md)")

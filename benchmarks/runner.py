@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import REPO
-from strrnn import train
+from strrnn.cli import train
 from strrnn.modes import get_mode
 
 # where a run's data lives does not change what it computed

@@ -12,7 +12,7 @@ and the suite goes on; the exit status is 1 if any failed. The training suites r
 interruption reuses every finished run.
 
 Data: rank_vs_accuracy reads FSDD (``../shared/data/fsdd``, else ``$STRRNN_FSDD`` or the user data folder; get it
-with ``python -m strrnn.data download fsdd``); speech_commands_sample reads ``../shared/data/speech_commands_sample``
+with ``strrnn data download fsdd``); speech_commands_sample reads ``../shared/data/speech_commands_sample``
 (real Speech Commands clips in the test-set layout); cnn_sparsity reads scikit-learn's digits (installed with strrnn);
 the others make their own inputs. A benchmark whose data is missing is skipped ("skipped: needs ..." in
 suite.md), not failed.

@@ -1,6 +1,6 @@
 """The CNN side's datasets for ``python -m strrnn.train --dataset NAME``: ``cnn.data.get(name, root, **kw)``.
 
-``strrnn.runs`` looks here for names that ``strrnn.data`` does not know (``mnist5k`` and ``digits``
+``strrnn.artifacts`` looks here for names that ``strrnn.data`` does not know (``mnist5k`` and ``digits``
 live in ``strrnn.data``). Registered:
 
 - ``imagenet``: ImageNet in ImageFolder layout (``ROOT/train/<class>/``, ``ROOT/val/<class>/``),

@@ -6,53 +6,82 @@ Two modes share one threshold engine (:mod:`strrnn.threshold`):
   weight matrix;
 * unstructured mode (:class:`UnstructuredSTR`): ``W_eff = S(W, k·sigmoid(s))`` learns each layer's sparsity.
 
-Typical use (the low-rank recipe: :class:`RankSchedule`)::
+Typical use::
 
     import strrnn
     model = strrnn.models.build("keyword_spotter", in_chans=32, num_classes=12)
     strrnn.lowrank_rnn(model, factors="orthogonal")       # LowRankSTR on every recurrent W and U
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=epochs * len(loader), strength=0.6)
-    ...                                                   # opt.step(); sched.step() every batch
+    ...                                                   # train: the loss and the decay learn the thresholds
     print(strrnn.report(model))     # per-tensor rank / sparsity, threshold, parameters
     small = strrnn.export(model)    # plain modules: rank-r factors / exact zeros
     print(strrnn.model_size(small)) # {"fp32_kb": ..., "int8_kb": ...} of what export stores
+
+The names below are loaded on first use (PEP 562), so that ``import strrnn`` — and with it every command line's
+``--help`` — does not wait for torch. Each name always is what its module defines: a function stays a function.
 """
 
+from __future__ import annotations
+
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from .exporting import export, has_str
-from .low_rank import LowRankLinear, LowRankSTR, low_rank_factors, lowrank, lowrank_rnn, rank, spectrum
-from .reporting import model_size, report
-from .schedule import RankSchedule
-from .threshold import (
-    Threshold,
-    get_threshold_function,
-    param_groups,
-    register_threshold_function,
-    soft_threshold,
-    threshold_functions,
-)
-from .unstructured import UnstructuredSTR, sparse, sparsify, sparsity
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+# public name -> the module (relative to this package) that defines it
+_NAMES = {
+    "export": ".exporting", "has_str": ".exporting",
+    "LowRankLinear": ".low_rank", "LowRankSTR": ".low_rank", "low_rank_factors": ".low_rank", "lowrank": ".low_rank",
+    "lowrank_rnn": ".low_rank", "rank": ".low_rank", "spectrum": ".low_rank",
+    "model_size": ".reporting", "report": ".reporting",
+    "RankSchedule": ".schedule",
+    "Threshold": ".threshold", "get_threshold_function": ".threshold", "param_groups": ".threshold",
+    "register_threshold_function": ".threshold", "soft_threshold": ".threshold", "threshold_functions": ".threshold",
+    "UnstructuredSTR": ".unstructured_str", "unstructured": ".unstructured_str", "sparsify": ".unstructured_str",
+    "sparsity": ".unstructured_str", "sparse": ".unstructured_str",
+    "load": ".predictor",
+}
+# subpackages and modules reachable as attributes (``strrnn.cells``, ``strrnn.data``, ...)
+_SUBMODULES = {"cells", "models", "data", "callbacks", "deploy"}
 
-__all__ = [
-    "LowRankSTR", "UnstructuredSTR", "Threshold", "LowRankLinear",
-    "soft_threshold", "register_threshold_function", "get_threshold_function", "threshold_functions",
-    "lowrank", "lowrank_rnn", "low_rank_factors", "rank", "spectrum",
-    "sparse", "sparsify", "sparsity",
-    "param_groups", "RankSchedule", "report", "model_size", "export", "has_str",
-    "cells", "models", "data", "load",
-]
+__all__ = sorted([*(n for n in _NAMES if n != "sparse"), "cells", "models", "data", "deploy"])
 
-_SUBMODULES = {"cells", "models", "data", "train", "compare", "evaluate", "callbacks"}
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ below imports on first use
+    from . import callbacks, cells, data, deploy, models  # noqa: F401
+    from .exporting import export, has_str  # noqa: F401
+    from .low_rank import (  # noqa: F401
+        LowRankLinear,
+        LowRankSTR,
+        low_rank_factors,
+        lowrank,
+        lowrank_rnn,
+        rank,
+        spectrum,
+    )
+    from .predictor import load  # noqa: F401
+    from .reporting import model_size, report  # noqa: F401
+    from .schedule import RankSchedule  # noqa: F401
+    from .threshold import (  # noqa: F401
+        Threshold,
+        get_threshold_function,
+        param_groups,
+        register_threshold_function,
+        soft_threshold,
+        threshold_functions,
+    )
+    from .unstructured_str import UnstructuredSTR, sparse, sparsify, sparsity, unstructured  # noqa: F401
 
 
 def __getattr__(name: str):
-    # Import heavier submodules (cells, models, data) on first use so `import strrnn` stays light.
-    if name == "load":  # strrnn.load(run_dir) -> strrnn.predictor.Predictor (imports Lightning, the data modules)
-        return import_module(".predictor", __name__).load
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'strrnn' has no attribute {name!r}")
+    if name in _NAMES:
+        value = getattr(import_module(_NAMES[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'strrnn' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NAMES, *_SUBMODULES})

@@ -17,8 +17,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 __all__ = [
     "DiskFullError", "CorruptCheckpointError", "atomic_path", "atomic_write_text", "atomic_write_bytes",
     "raise_if_disk_full", "load_checkpoint_file",
@@ -100,6 +98,8 @@ def load_checkpoint_file(path: str | os.PathLike, map_location=None):
         CorruptCheckpointError: naming the file and what to do (never suggesting ``weights_only=False``:
             unpickling arbitrary objects from a file is how a checkpoint executes code).
     """
+    import torch  # here, not at the top: the command lines write files through this module before torch is needed
+
     try:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except FileNotFoundError:

@@ -13,7 +13,6 @@ The CLI's ``--mode`` choices are the registry's names; adding a mode is one :fun
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Callable
@@ -26,17 +25,14 @@ from torch import nn
 
 from .low_rank import LowRankSTR, lowrank, lowrank_rnn, originals
 from .reporting import iter_str_tensors
-from .unstructured import sparsify
+from .unstructured_str import sparsify
+from .usage import UsageError, close_match
 
 # The callbacks, the training task and package cnn import Lightning and torchvision (seconds): the functions
 # below import them when a mode is applied, so that the registry itself (--help, the names) stays light.
 
 __all__ = ["Mode", "UsageError", "MODES", "register_mode", "get_mode", "mode_names", "MODE_FLAGS", "STR_KNOBS",
            "close_match", "learned_rank_targets", "budget_ranks"]
-
-
-class UsageError(ValueError):
-    """Bad command-line or config input: reported in one line with exit status 2, no traceback."""
 
 
 def _nothing(*_args) -> None:
@@ -115,17 +111,6 @@ def get_mode(name: str) -> Mode:
     if name not in MODES:
         raise UsageError(f"unknown --mode {name!r}; choose one of: {', '.join(MODES)}{close_match(name, MODES)}")
     return MODES[name]
-
-
-def close_match(name, known, prefix: str = "") -> str:
-    """`` (did you mean 'x'?)`` for the entry of ``known`` closest to ``name``, or an empty string.
-
-    ``prefix`` (``"--"`` for flags) is left out of the comparison: shared by every entry, it would make any two
-    short names look alike.
-    """
-    names = {str(k)[len(prefix):] if str(k).startswith(prefix) else str(k): k for k in known}
-    close = difflib.get_close_matches(str(name).removeprefix(prefix), list(names), n=1)
-    return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
 def check_mode_flags(config: dict) -> None:

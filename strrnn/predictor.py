@@ -1,10 +1,10 @@
 """Inference on real audio with a trained run: ``strrnn.load(run_dir).predict(["a.wav", waveform, ...])``.
 
 A :class:`Predictor` holds a run's exported model (``exported.pt``: plain modules, no STR parametrization) and
-rebuilds the inputs exactly as training and ``python -m strrnn.evaluate`` saw them: the clip is read as mono
+rebuilds the inputs exactly as training and ``strrnn evaluate`` saw them: the clip is read as mono
 float32 at the run's sample rate (other rates resampled), padded or cropped to the clip length with the data
 set's alignment, featurized with the run's feature preset and normalized with the statistics stored with the
-run. The command-line front end is ``python -m strrnn.predict``.
+run. The command-line front end is ``strrnn predict``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .artifacts import exported_datamodule, load_exported
 from .data.audio import fix_length, load_audio, resample
-from .data.audio_module import AudioDataModule
 from .data.base import stats_arrays
 from .data.features import FeatureConfig, compute_features
-from .runs import exported_datamodule, load_exported
+from .data.speech_datamodule import AudioDataModule
 
 __all__ = ["Predictor", "InputError", "load"]
 

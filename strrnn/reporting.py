@@ -11,7 +11,7 @@ Sizes (:func:`model_size`, and the report's ``fp32_kb``/``int8_kb`` columns) are
 in KB of 1024 bytes:
 
 * **fp32**: 4 bytes per element of every floating-point parameter and buffer;
-* **int8**: what onnxruntime's per-tensor dynamic quantization (``python -m strrnn.export --int8``) stores:
+* **int8**: what onnxruntime's per-tensor dynamic quantization (``strrnn export --int8``) stores:
   every floating-point tensor of two or more dimensions (weight matrices, factors, conv kernels: the operands
   of MatMul/Gemm/Conv) at 1 byte per element plus 5 bytes (its fp32 scale and int8 zero point); every other
   floating-point tensor (biases, gains, gates' scalars) stays at 4 bytes per element.
@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .low_rank import LowRankSTR, factored_is_cheaper, low_rank_params, originals
-from .unstructured import UnstructuredSTR
+from .unstructured_str import UnstructuredSTR
 
 __all__ = ["report", "model_size", "iter_str_tensors", "REPORT_COLUMNS"]
 
@@ -121,7 +121,7 @@ def model_size(model: nn.Module) -> dict[str, float]:
     """Storage of an exported model in KB (1024 bytes): ``{"fp32_kb": ..., "int8_kb": ...}``.
 
     ``fp32_kb``: 4 bytes per element of every floating-point parameter and buffer. ``int8_kb``: what
-    onnxruntime's dynamic quantization stores (``python -m strrnn.export --int8``): 1 byte per element plus 5
+    onnxruntime's dynamic quantization stores (``strrnn export --int8``): 1 byte per element plus 5
     bytes (fp32 scale, int8 zero point) for every floating-point tensor of two or more dimensions, 4 bytes per
     element for every other floating-point tensor. Shared tensors count once; non-floating buffers not at all.
     Example: ``nn.Linear(100, 10)`` is (1000 + 10)·4 = 4040 bytes at fp32 and 1000 + 5 + 10·4 = 1045 at int8.

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from benchmarks import rank_vs_accuracy, runner, suite
-from strrnn import train
+from strrnn.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 

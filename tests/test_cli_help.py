@@ -1,4 +1,4 @@
-"""python -m strrnn.train --help: fast (no Lightning), every default shown once, choices listed, typos answered."""
+"""--help of every command line: fast (no torch), every default shown once, choices listed, typos answered."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from strrnn import train
+from strrnn.cli import COMMANDS, main, train
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("pytorch_lightning", "lightning_fabric", "torchvision", "torchmetrics", "librosa")
+HEAVY = ("torch", "pytorch_lightning", "lightning_fabric", "torchvision", "torchmetrics", "librosa", "pandas")
 
 
 def run_module(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
@@ -38,12 +38,29 @@ def help_entries(text: str) -> dict[str, str]:
     return {k: re.sub(r"\s+", " ", v) for k, v in entries.items()}
 
 
-def test_help_imports_neither_lightning_nor_the_data_sets():
-    # a process of its own: the test session has imported them already
-    result = run_module(code="import sys; from strrnn import train; train.build_parser().format_help(); "
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)])
+def test_help_of_every_command_imports_no_torch(command):
+    # a process of its own (the test session has imported them already); `strrnn CMD --help` exits through argparse
+    code = (f"import sys; from strrnn.cli import main\ntry:\n    main({[*command, '--help']!r})\n"
+            f"except SystemExit:\n    pass\nprint([m for m in {HEAVY!r} if m in sys.modules])")
+    result = run_module(code=code)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_python_m_strrnn_train_help_imports_no_torch():
+    result = run_module(code="import sys, runpy; sys.argv = ['x', '--help']\ntry:\n"
+                             "    runpy.run_module('strrnn.train', run_name='__main__')\nexcept SystemExit:\n    pass\n"
                              f"print([m for m in {HEAVY!r} if m in sys.modules])")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unknown_command_exits_2_naming_the_closest(capsys):
+    assert main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian' (did you mean 'train'?)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_help_shows_every_default_once_and_the_choices():
@@ -66,11 +83,18 @@ def test_help_shows_every_default_once_and_the_choices():
 
 
 def test_help_names_match_the_registries():
-    from strrnn import data, runs
+    from strrnn import artifacts, data, threshold
+    from strrnn.cells import available_cells
+    from strrnn.low_rank import FACTOR_KINDS
+    from strrnn.modes import MODES
     from strrnn.task import OPTIMIZERS, SCHEDULERS
 
-    assert list(train.HELP_NAMES["dataset"]) == runs.dataset_names()
-    assert list(train.HELP_NAMES["model"]) == runs.model_names()
+    assert list(train.HELP_NAMES["dataset"]) == artifacts.dataset_names()
+    assert list(train.HELP_NAMES["model"]) == artifacts.model_names()
+    assert list(train.HELP_NAMES["cell"]) == available_cells()
+    assert list(train.HELP_NAMES["factors"]) == list(FACTOR_KINDS)
+    assert list(train.HELP_NAMES["g"]) == threshold.threshold_functions()
+    assert train.MODE_SUMMARIES == {name: mode.summary for name, mode in MODES.items()}
     assert list(train.HELP_NAMES["features"]) == list(data.PRESETS)
     assert list(train.HELP_NAMES["optimizer"]) == list(OPTIMIZERS)
     assert list(train.HELP_NAMES["scheduler"]) == list(SCHEDULERS)

@@ -58,7 +58,7 @@ def test_missing_split_and_missing_root(tmp_path):
 
 @pytest.mark.parametrize("name, model", [("resnet50_str", "resnet50"), ("mobilenetv1_str", "mobilenetv1")])
 def test_paper_configs_parse_with_the_training_cli(name, model):
-    from strrnn.train import parse_config
+    from strrnn.cli.train import parse_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
     config = parse_config(["--config", str(path), "--data-dir", "/nonexistent"])
@@ -74,7 +74,7 @@ def test_paper_configs_parse_with_the_training_cli(name, model):
 
 
 def test_training_cli_runs_str_on_an_imagefolder(tmp_path):
-    from strrnn.train import main
+    from strrnn.cli.train import main
 
     make_fake_imagefolder(tmp_path / "data", classes=3, per_class=8, size=24)
     out = tmp_path / "run"

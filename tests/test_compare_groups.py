@@ -1,4 +1,4 @@
-"""strrnn.compare: seeds are merged only when every other setting matches, one panel per data set, no "0" columns,
+"""strrnn compare: seeds are merged only when every other setting matches, one panel per data set, no "0" columns,
 and the ranks-over-epochs plot. The run folders are written here (config.yaml, summary.json, an exported model,
 ranks.csv), without training."""
 
@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from strrnn import compare, runs, train
+from strrnn import artifacts as runs
+from strrnn.cli import compare, train
 
 HIDDEN, FEATURES = 8, 32
 DENSE_WU = HIDDEN * FEATURES + HIDDEN * HIDDEN  # FastGRNN: W is hidden x input, U hidden x hidden

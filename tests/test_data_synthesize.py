@@ -48,7 +48,8 @@ def test_cli_google13_then_data_module(tmp_path):
         [
             sys.executable,
             "-m",
-            "strrnn.data.synthesize",
+            "strrnn",
+            "synthesize",
             "--words",
             "google13",
             "--out",
@@ -72,14 +73,15 @@ def test_cli_google13_then_data_module(tmp_path):
         dm12.setup()
 
 
-def test_missing_espeak_says_how_to_install(tmp_path, monkeypatch):
+def test_missing_espeak_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STRRNN_ESPEAK", str(tmp_path / "no-such-espeak"))
     with pytest.raises(MissingToolError, match="apt-get install espeak-ng"):
         data.synthesize("yes", tmp_path / "x", per_word=1, progress=False)
-    from strrnn.data.synth import main
+    from strrnn.cli.synthesize import main
 
-    with pytest.raises(SystemExit, match="apt-get install espeak-ng"):
-        main(["--out", str(tmp_path / "y")])
+    assert main(["--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install espeak-ng" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "_background_noise_", "a\\b", "-rf", "x\x00y"])
@@ -97,12 +99,12 @@ def test_ordinary_words_are_accepted():
 
 
 def test_cli_refuses_words_that_leave_out(tmp_path, monkeypatch, capsys):
-    # `python -m strrnn.data.synthesize --words "yes,../x" --out out`, run in-process (a subprocess
+    # `python -m strrnn synthesize --words "yes,../x" --out out`, run in-process (a subprocess
     # spends seconds importing torch): a usage error, exit 2, one line, nothing written anywhere
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["synthesize", "--words", "yes,../x", "--out", "out", "--quiet"])
+    monkeypatch.setattr(sys, "argv", ["strrnn", "synthesize", "--words", "yes,../x", "--out", "out", "--quiet"])
     with pytest.raises(SystemExit) as info:
-        runpy.run_module("strrnn.data.synthesize", run_name="__main__", alter_sys=True)
+        runpy.run_module("strrnn", run_name="__main__", alter_sys=True)
     err = capsys.readouterr().err
     assert info.value.code == 2, err
     assert "error: invalid word '../x'" in err and "Traceback" not in err

@@ -1,4 +1,4 @@
-"""The demo (python -m strrnn.demo): dense and low-rank STR trained side by side and compared in one table."""
+"""The demo (strrnn demo): dense and low-rank STR trained side by side and compared in one table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from strrnn import demo
+from strrnn.cli import demo
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO.parent / "shared" / "data" / "fsdd"

@@ -1,4 +1,4 @@
-"""Model size (strrnn.model_size, the report's KB columns, summary.json) and python -m strrnn.export's ONNX export
+"""Model size (strrnn.model_size, the report's KB columns, summary.json) and strrnn export's ONNX export
 from the stored input shape, with onnxruntime's int8 quantization: no data set needed, clear errors."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import strrnn
-from strrnn import runs
-from strrnn.export import export_onnx, int8_path
-from strrnn.export import main as export_main
+from strrnn import artifacts as runs
+from strrnn.cli.export import main as export_main
+from strrnn.deploy.onnx_graph import export_onnx, int8_path
 
 ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
 needs_onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ONNX_MODULES),
@@ -56,7 +56,7 @@ def test_model_size_of_factors_matches_the_report_and_refuses_str_models():
 
 def test_report_counts_unstructured_zeros_as_stored():
     lin = nn.Linear(10, 10, bias=False)
-    strrnn.sparse(lin)
+    strrnn.unstructured(lin)
     table = strrnn.report(lin)
     assert table.iloc[0]["fp32_kb"] == 400 / 1024 and table.iloc[0]["int8_kb"] == 105 / 1024
     assert table.iloc[-1]["module"] == "total" and table.iloc[-1]["int8_kb"] == 105 / 1024
@@ -83,8 +83,8 @@ def _batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tens
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, one_thread):
     """A fixed-rank FastGRNN run folder, trained on generated sequences, whose --data-dir no longer exists."""
+    from strrnn.cli.train import build_parser
     from strrnn.modes import get_mode
-    from strrnn.train import build_parser
 
     base = tmp_path_factory.mktemp("int8")
     config = vars(build_parser().parse_args([]))
@@ -187,7 +187,7 @@ def test_check_accuracy_without_the_data_set_is_a_clear_error(tiny_run, tmp_path
 
 @needs_fsdd
 def test_training_run_records_sizes_and_int8_accuracy(tmp_path, capsys):
-    from strrnn import train
+    from strrnn.cli import train
 
     out = tmp_path / "run"
     assert train.main(["--dataset", "fsdd", "--data-dir", str(FSDD), "--epochs", "1", "--limit-batches", "3",
@@ -205,7 +205,7 @@ def test_training_run_records_sizes_and_int8_accuracy(tmp_path, capsys):
     assert export_main(["--run", str(out), "--onnx", str(onnx_file), "--int8", "--check-accuracy"]) == 0
     line = [t for t in capsys.readouterr().out.splitlines() if t.startswith("test accuracy")][0]
     accuracy = dict(part.split() for part in line.split(": ", 1)[1].split(", "))
-    from strrnn.evaluate import evaluate
+    from strrnn.cli.evaluate import evaluate
 
     # PyTorch on the whole test split (summary.json's test_acc saw --limit-batches of it)
     assert float(accuracy["fp32"]) == pytest.approx(evaluate(out)[0], abs=0.01)

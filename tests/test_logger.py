@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strrnn import train
+from strrnn.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO.parent / "shared" / "data" / "fsdd"

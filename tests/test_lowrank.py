@@ -275,7 +275,8 @@ def test_half_precision_weights_are_factored_in_float32_and_cast_back(dtype, fac
     layer(torch.randn(3, 8, dtype=dtype)).float().sum().backward()
 
 
-@pytest.mark.parametrize("first, second", [("sparse", "lowrank"), ("lowrank", "sparse"), ("lowrank", "lowrank")])
+@pytest.mark.parametrize("first, second", [("unstructured", "lowrank"), ("lowrank", "unstructured"),
+                                           ("lowrank", "lowrank")])
 def test_str_parametrizations_do_not_stack(first, second):
     layer = nn.Linear(8, 6)
     getattr(strrnn, first)(layer, "weight")

@@ -114,7 +114,7 @@ def test_200_steps_with_lowrank_str_stay_finite_and_learn(cell):
 def test_unstructured_str_on_cell_weights_runs_through_the_dense_path():
     model = HARClassifier(n_features=4, hidden_size=6).to(D64)
     cell = model.rnn.cells[0]
-    strrnn.sparse(cell, "W")
+    strrnn.unstructured(cell, "W")
     strrnn.sparsify(model)  # the classifier
     x = torch.randn(2, 5, 4, dtype=D64)
     out = model(x)

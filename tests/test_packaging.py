@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from strrnn import compare
+import strrnn
+from strrnn.cli import compare
 from strrnn.optional import MissingExtraError, require
 
 tomllib = pytest.importorskip("tomllib", reason="Python 3.11's tomllib reads pyproject.toml")
@@ -111,14 +112,14 @@ def test_require_names_the_extra_and_the_install_command(monkeypatch):
 
 
 def test_onnx_export_without_the_extra_says_which(monkeypatch, tmp_path):
-    from strrnn.export import export_onnx
+    from strrnn.deploy.onnx_graph import export_onnx
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingExtraError, match=r"ONNX export needs the \[onnx\] extra: pip install 'strrnn\[onnx\]'"):
         export_onnx(tmp_path / "no-run", tmp_path / "model.onnx")
 
 
-# --- python -m strrnn.compare on nothing to compare ---
+# --- strrnn compare on nothing to compare ---
 
 
 def _run(folder: Path, **summary) -> Path:
@@ -168,7 +169,28 @@ def test_suite_skips_a_benchmark_whose_data_is_missing(tmp_path, monkeypatch, ca
     assert suite.main(["--quick"]) == 0  # skipped is not failed
     table = (tmp_path / "results" / "suite" / "quick" / "suite.md").read_text()
     assert f"| skipped: needs FSDD (recordings/*.wav), not found at {tmp_path / 'no-fsdd'}" in table
-    assert "python -m strrnn.data download fsdd" in capsys.readouterr().out
+    assert "strrnn data download fsdd" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="needs FSDD"):  # run on its own, it says the same and exits
         monkeypatch.setattr(sys, "argv", ["rank_vs_accuracy", "--quick", "--out", str(tmp_path / "out")])
         rank_vs_accuracy.main()
+
+
+# --- one name per concept: public functions stay functions whatever was imported --------------------------------
+def test_public_functions_keep_their_type_whatever_is_imported():
+    import importlib
+    import inspect
+
+    for module in ("strrnn.cli.export", "strrnn.cli.synthesize", "strrnn.cli.data", "strrnn.deploy.onnx_graph",
+                   "strrnn.data.downloader", "strrnn.train"):
+        importlib.import_module(module)
+    assert inspect.isfunction(strrnn.export) and "model" in inspect.signature(strrnn.export).parameters
+    assert inspect.isfunction(strrnn.data.synthesize) and inspect.isfunction(strrnn.data.download)
+    assert inspect.isfunction(strrnn.load) and inspect.isfunction(strrnn.lowrank)
+
+
+def test_deprecated_sparse_warns_and_still_works():
+    from torch import nn
+
+    with pytest.warns(FutureWarning, match="strrnn.unstructured"):
+        layer = strrnn.sparse(nn.Linear(4, 3))
+    assert isinstance(layer.parametrizations.weight[0], strrnn.UnstructuredSTR)

@@ -1,4 +1,4 @@
-"""strrnn.load(run).predict / predict_proba and python -m strrnn.predict: agreement with evaluate, bad inputs."""
+"""strrnn.load(run).predict / predict_proba and strrnn predict: agreement with evaluate, bad inputs."""
 
 import shutil
 from pathlib import Path
@@ -10,11 +10,11 @@ import torch
 from conftest_data import make_speech_tree, tone, write_wav
 
 import strrnn
-from strrnn import runs
+from strrnn import artifacts as runs
+from strrnn.cli.evaluate import evaluate
+from strrnn.cli.evaluate import main as evaluate_main
+from strrnn.cli.predict import main as predict_main
 from strrnn.data.speech_commands import GOOGLE12_WORDS
-from strrnn.evaluate import evaluate
-from strrnn.evaluate import main as evaluate_main
-from strrnn.predict import main as predict_main
 from strrnn.predictor import InputError, Predictor
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech_commands_sample"
@@ -41,7 +41,7 @@ def _train_briefly(model, datamodule, steps=40, seed=0):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, one_thread):
     """A google12 run folder (archive layout of generated clips), written the way python -m strrnn.train writes it."""
-    from strrnn.train import build_parser
+    from strrnn.cli.train import build_parser
 
     base = tmp_path_factory.mktemp("predict")
     root = make_speech_tree(base / "speech_commands_v0.01", (*GOOGLE12_WORDS, "bird", "wow"), per_word=6)
@@ -108,8 +108,8 @@ def test_predict_agrees_with_evaluate_on_the_same_clips(run_dir, eval_folder):
 
 
 def test_evaluate_scores_a_whole_testset_folder_only_when_it_is_not_the_training_folder(run_dir, eval_folder):
+    from strrnn.cli.evaluate import _score_whole_folder
     from strrnn.data import get
-    from strrnn.evaluate import _score_whole_folder
 
     testset, archive = get("google12", eval_folder), get("google12", run_dir.parent / "speech_commands_v0.01")
     assert _score_whole_folder(testset, str(eval_folder), str(archive.root), None)
@@ -197,7 +197,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(run_dir, tmp_path, capsys):
         assert predict_main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and "weights_only" not in err
-        assert len(err.strip().splitlines()) == 1 and err.startswith("python -m strrnn.predict: error: ")
+        assert len(err.strip().splitlines()) == 1 and err.startswith("strrnn predict: error: ")
 
 
 def test_evaluate_cli_scores_a_testset_folder(run_dir, eval_folder, capsys):

@@ -23,7 +23,7 @@ def test_report_values_against_hand_computation():
     model = _model()
     strrnn.lowrank(model[0], min_rank=0)  # (8, 10): r = 8
     _set_spectrum(model[0], [2.0, 1.5, 1.2, 0.5, 0.3, -2.0, 0.1, 0.05], s=0.0)  # alpha = 1 -> 4 survive
-    strrnn.sparse(model[2], s_init=0.0)  # alpha = 0.5
+    strrnn.unstructured(model[2], s_init=0.0)  # alpha = 0.5
     with torch.no_grad():
         w = model[2].parametrizations.weight.original
         w.copy_(torch.linspace(-1, 1, w.numel()).view_as(w))
@@ -61,7 +61,7 @@ def test_export_matches_trained_model_and_has_no_parametrization(tmp_path):
     strrnn.lowrank(model[0], min_rank=0)
     _set_spectrum(model[0], [2.0, 1.5, 1.2, 0.5, 0.3, -2.0, 0.1, 0.05], s=0.0)
     strrnn.lowrank(model[2], factors="orthogonal", s_init=-1.0)
-    strrnn.sparse(model[4], "weight", s_init=-2.0)
+    strrnn.unstructured(model[4], "weight", s_init=-2.0)
     with torch.no_grad():
         model[4].parametrizations.weight[0].threshold.s.fill_(-1.0)  # alpha 0.27 cuts some weights
     x = torch.randn(5, 10)
@@ -138,7 +138,7 @@ def test_export_of_a_bare_linear_returns_factored_layer():
 def test_export_under_no_grad_keeps_weights_as_parameters():
     model = _model()
     strrnn.lowrank(model[0], max_rank=8)
-    strrnn.sparse(model[2])
+    strrnn.unstructured(model[2])
     with torch.no_grad():
         small = strrnn.export(model)
     assert not list(small.buffers())

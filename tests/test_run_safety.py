@@ -11,7 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strrnn import run_folder, train
+from strrnn import run_folder
+from strrnn.cli import train
 
 DIGITS = ["--dataset", "digits", "--model", "small_cnn", "--epochs", "1", "--limit-batches", "2",
           "--no-progress-bar"]
@@ -193,7 +194,7 @@ def test_corrupt_checkpoint_is_named_and_never_suggests_unsafe_loading(tmp_path,
     assert (out / "logs" / "metrics.csv").is_file()  # a refused resume resets nothing
     data = (out / "exported.pt").read_bytes()
     (out / "exported.pt").write_bytes(data[: len(data) // 2])
-    from strrnn.evaluate import main as evaluate_main
+    from strrnn.cli.evaluate import main as evaluate_main
 
     assert evaluate_main(["--run", str(out)]) == 2
     err = error_of(capsys)
@@ -250,7 +251,7 @@ def _summary(path: Path, seed: int, test_acc) -> Path:
 
 
 def test_compare_leaves_out_broken_runs_and_says_so(tmp_path, capsys):
-    from strrnn import compare
+    from strrnn.cli import compare
 
     good = [_summary(tmp_path / f"ok{s}", s, 0.5 + 0.1 * s) for s in (0, 1)]
     broken = _summary(tmp_path / "broken", 2, None)

@@ -78,7 +78,7 @@ class _Net(nn.Module):
 def test_param_groups_split_spectra_thresholds_weights_and_no_decay():
     net = _Net()
     strrnn.lowrank(net.lin, "weight")
-    strrnn.sparse(net.head, "weight")
+    strrnn.unstructured(net.head, "weight")
     groups = {g["name"]: g for g in strrnn.param_groups(net, weight_decay=1e-3, threshold_decay=5e-3)}
     assert set(groups) == {"weights", "no_decay", "spectrum", "threshold"}
     plist = net.lin.parametrizations.weight

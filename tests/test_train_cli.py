@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from strrnn import train
+from strrnn.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO.parent / "shared" / "data" / "fsdd"
@@ -71,7 +71,7 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
     if mode == "dense":
         assert s["ranks"] == {} and s["params_exported"] == s["params_dense"]
     # the exported model reproduces the test accuracy through evaluate (rebuilt from exported.pt)
-    from strrnn.evaluate import evaluate
+    from strrnn.cli.evaluate import evaluate
 
     accuracy, confusion = evaluate(out)
     assert confusion.shape == (10, 10)
@@ -83,7 +83,7 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
 @pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank", "--strength", "0.6"]])
 def test_evaluate_reproduces_the_test_accuracy_of_training(tmp_path, mode_args):
     """The exported model, rebuilt from exported.pt by evaluate, scores exactly what training reported."""
-    from strrnn.evaluate import evaluate
+    from strrnn.cli.evaluate import evaluate
 
     out = tmp_path / "run"
     args = ["--dataset", "fsdd", "--data-dir", str(FSDD), "--epochs", "2", "--batch-size", "100",
@@ -239,7 +239,7 @@ def test_compare_evaluate_and_onnx_export_on_real_runs(tmp_path):
         runs.append(out)
     dense = tmp_path / "dense"
     assert run_cli(FAST + ["--mode", "dense"], dense) == 0
-    from strrnn import compare
+    from strrnn.cli import compare
 
     table = compare.compare([*runs, dense])
     assert len(table) == 2
@@ -252,11 +252,11 @@ def test_compare_evaluate_and_onnx_export_on_real_runs(tmp_path):
                          "--plot", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 1000
     onnx = tmp_path / "not" / "yet" / "m.onnx"  # a missing folder is created
-    result = subprocess_cli("strrnn.export", "--run", str(runs[0]), "--onnx", str(onnx))
+    result = subprocess_cli("strrnn", "export", "--run", str(runs[0]), "--onnx", str(onnx))
     assert result.returncode == 0, result.stderr[-2000:]
     assert onnx.is_file() and not list(onnx.parent.glob("*.tmp"))
     assert "onnxruntime matches" in result.stdout
-    result = subprocess_cli("strrnn.evaluate", "--run", str(dense))
+    result = subprocess_cli("strrnn", "evaluate", "--run", str(dense))
     assert result.returncode == 0 and "test accuracy of the exported model" in result.stdout
 
 
@@ -288,7 +288,7 @@ def test_cnn_str_budget_transfers_to_gmp_and_dnw_through_the_cli(tmp_path):
         out = tmp_path / mode
         assert run_cli(digits + ["--mode", mode, "--budget-from", str(str_run)], out) == 0
         from cnn.pruning import layer_sparsity
-        from strrnn.runs import load_exported
+        from strrnn.artifacts import load_exported
 
         small, _ = load_exported(out)
         reached = layer_sparsity(small)

@@ -3,12 +3,12 @@ import torch
 from torch import nn
 
 import strrnn
-from strrnn.unstructured import UnstructuredSTR
+from strrnn.unstructured_str import UnstructuredSTR
 
 
 def test_forward_is_soft_threshold_of_weight():
     conv = nn.Conv2d(3, 4, 3)
-    strrnn.sparse(conv, s_init=-1.0)
+    strrnn.unstructured(conv, s_init=-1.0)
     W = conv.parametrizations.weight.original
     alpha = torch.sigmoid(torch.tensor(-1.0))
     expected = torch.sign(W) * torch.clamp(W.abs() - alpha, min=0)
@@ -20,7 +20,7 @@ def test_registration_reproduces_dense_weight_exactly():
     lin = nn.Linear(30, 20)
     x = torch.randn(5, 30)
     y0 = lin(x)
-    strrnn.sparse(lin, s_init=-5.0)
+    strrnn.unstructured(lin, s_init=-5.0)
     assert torch.allclose(lin(x), y0, atol=1e-6)
 
 
@@ -51,7 +51,7 @@ def test_per_row_thresholds():
 def test_threshold_decay_alone_raises_sparsity_monotonically():
     torch.manual_seed(1)
     lin = nn.Linear(50, 50)
-    strrnn.sparse(lin, s_init=-6.0)
+    strrnn.unstructured(lin, s_init=-6.0)
     s = lin.parametrizations.weight[0].threshold.s
     opt = torch.optim.SGD([s], lr=1.0, weight_decay=0.05)
     sparsities = [strrnn.sparsity(lin)]
@@ -95,6 +95,6 @@ def test_sparsify_include_exclude_and_errors():
     with pytest.raises(ValueError, match="matched no layer.*conv1, conv2, fc"):
         strrnn.sparsify(_Net(), include=["nothing*"])
     with pytest.raises(ValueError, match="no tensor named 'kernel'"):
-        strrnn.sparse(nn.Linear(2, 2), "kernel")
+        strrnn.unstructured(nn.Linear(2, 2), "kernel")
     with pytest.raises(ValueError, match="unknown threshold function g='relu'"):
-        strrnn.sparse(nn.Linear(2, 2), g="relu")
+        strrnn.unstructured(nn.Linear(2, 2), g="relu")

@@ -13,7 +13,7 @@ from torch import nn
 import strrnn
 from strrnn import threshold as engine
 from strrnn.threshold import get_threshold_function, soft_threshold, soft_threshold_fused, threshold_functions
-from strrnn.unstructured import UnstructuredSTR
+from strrnn.unstructured_str import UnstructuredSTR
 
 
 def _softplus_g(s: torch.Tensor, k: float) -> torch.Tensor:
@@ -158,7 +158,7 @@ def test_falls_back_to_the_plain_formula_where_the_node_does_not_apply():
     with torch.no_grad():
         alpha = torch.tensor(0.3, dtype=torch.float64)
         assert torch.equal(soft_threshold_fused(x, alpha), soft_threshold(x, alpha))
-    layer = strrnn.sparse(nn.Linear(3, 2), s_init=-1.0)
+    layer = strrnn.unstructured(nn.Linear(3, 2), s_init=-1.0)
     traced = torch.jit.trace(layer, torch.randn(2, 3), check_trace=False)  # traces the plain ops, not a Python node
     probe = torch.randn(5, 3)
     assert torch.equal(traced(probe), layer(probe))

@@ -18,12 +18,12 @@ import warnings
 from pathlib import Path
 
 from .audio import Item
-from .audio_module import AudioDataModule
 from .base import user_cache_dir
-from .download import FSDD_CLIP as _NAME
-from .download import download_fsdd
+from .downloader import FSDD_CLIP as _NAME
+from .downloader import download_fsdd
 from .errors import DatasetNotFoundError, LayoutError
 from .paths import dataset_dir
+from .speech_datamodule import AudioDataModule
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -68,7 +68,7 @@ class FSDDDataModule(AudioDataModule):
         if not self.root.is_dir():
             raise DatasetNotFoundError(
                 f"FSDD not found: {self.root} does not exist. Download it with --download (in Python: "
-                "download=True; or `python -m strrnn.data download fsdd`), pass --data-dir <folder holding "
+                "download=True; or `strrnn data download fsdd`), pass --data-dir <folder holding "
                 "recordings/> (in Python: root=...) or set $STRRNN_FSDD; the data is at "
                 "https://github.com/Jakobovski/free-spoken-digit-dataset (its recordings/ folder)."
             )

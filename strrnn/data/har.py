@@ -52,7 +52,7 @@ def find_har_root(root: Path) -> Path:
     if not root.exists():
         raise DatasetNotFoundError(
             f"UCI HAR not found: {root} does not exist. Download it with --download (in Python: download=True; "
-            "or `python -m strrnn.data download har`), pass --data-dir / set $STRRNN_HAR to the folder holding "
+            "or `strrnn data download har`), pass --data-dir / set $STRRNN_HAR to the folder holding "
             "'UCI HAR Dataset', or unzip 'UCI HAR Dataset.zip' from https://archive.ics.uci.edu/dataset/240 there."
         )
     return root / FOLDER if (root / FOLDER).is_dir() else root
@@ -141,7 +141,7 @@ class HARDataModule(BaseDataModule):
 
     def prepare_data(self) -> None:
         if self.download and not (self.root / FOLDER).is_dir() and not (self.root / "train").is_dir():
-            from .download import download
+            from .downloader import download
 
             download("har", self.root)
 

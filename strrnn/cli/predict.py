@@ -1,4 +1,4 @@
-"""Label audio files with a trained run: ``python -m strrnn.predict RUN a.wav b.wav ...``.
+"""Label audio files with a trained run: ``strrnn predict RUN a.wav b.wav ...``.
 
 Prints one label per line, in the order of the files; ``--proba`` prints a tab-separated table instead (a header
 ``file label <class names...>``, then one row per file with its class probabilities). A missing, empty or
@@ -11,12 +11,10 @@ import argparse
 import os
 import sys
 
-from .predictor import InputError, load
-
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m strrnn.predict", description=__doc__.split("\n")[0])
-    p.add_argument("run", help="run folder written by python -m strrnn.train (or its exported.pt)")
+    p = argparse.ArgumentParser(prog="strrnn predict", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="run folder written by strrnn train (or its exported.pt)")
     p.add_argument("files", nargs="+", help="audio files (WAV or any libsndfile format; other rates are resampled)")
     p.add_argument("--proba", action="store_true", help="print class probabilities (tab-separated, with a header)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
@@ -26,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "python -m strrnn.predict"
+    from ..predictor import InputError, load  # torch and the data sets: not needed for --help
+
+    prog = "strrnn predict"
     if args.batch_size < 1:
         print(f"{prog}: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:  # noqa: BLE001 - a corrupt exported.pt raises pickle/zip/runtime errors
         print(f"{prog}: error: cannot read the exported model of {args.run} ({type(err).__name__}): exported.pt is "
-              "damaged or incomplete; finish the run (python -m strrnn.train ... --resume) to write it again",
+              "damaged or incomplete; finish the run (strrnn train ... --resume) to write it again",
               file=sys.stderr)
         return 2
     try:

@@ -17,6 +17,7 @@ arithmetic does (``python -m benchmarks.cnn_overhead --compare-unfused`` times b
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch.nn.utils import parametrize
 from .selection import WEIGHT_LAYERS, select_weights
 from .threshold import Threshold, attach, soft_threshold, soft_threshold_fused
 
-__all__ = ["UnstructuredSTR", "sparse", "sparsify", "sparsity", "SPARSIFIABLE"]
+__all__ = ["UnstructuredSTR", "unstructured", "sparsify", "sparsity", "sparse", "SPARSIFIABLE"]
 
 SPARSIFIABLE = WEIGHT_LAYERS
 
@@ -85,8 +86,9 @@ def _find(module: nn.Module, name: str) -> UnstructuredSTR | None:
     return next((p for p in module.parametrizations[name] if isinstance(p, UnstructuredSTR)), None)
 
 
-def sparse(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module:
-    """Register :class:`UnstructuredSTR` on ``module.<name>`` and return ``module``.
+def unstructured(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module:
+    """Register :class:`UnstructuredSTR` on ``module.<name>`` and return ``module`` (the unstructured twin of
+    :func:`strrnn.lowrank`; :func:`sparsify` applies it to every weight of a model).
 
     ``options``: ``g``, ``k``, ``s_init``, ``per_row``. Build the optimizer afterwards.
 
@@ -95,6 +97,13 @@ def sparse(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module
     """
     attach(module, name, UnstructuredSTR, **options)
     return module
+
+
+def sparse(module: nn.Module, name: str = "weight", **options: Any) -> nn.Module:
+    """Deprecated name of :func:`unstructured` (removed in strrnn 0.3)."""
+    warnings.warn("strrnn.sparse is deprecated, use strrnn.unstructured (same arguments)", FutureWarning,
+                  stacklevel=2)
+    return unstructured(module, name, **options)
 
 
 def sparsify(
@@ -126,7 +135,7 @@ def sparsify(
         paths = ", ".join(dict.fromkeys(p for p, _, _ in candidates)) or "none"
         raise ValueError(f"sparsify matched no layer; conv/linear/recurrent layers of this model: {paths}")
     for _, module, name in chosen:
-        sparse(module, name, **options)
+        unstructured(module, name, **options)
     return model
 
 

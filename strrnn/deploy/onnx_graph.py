@@ -1,4 +1,4 @@
-"""ONNX export of a run's exported model, checked with onnxruntime: ``python -m strrnn.export --run DIR --onnx F``.
+"""ONNX export of a run's exported model, checked with onnxruntime (the library side of ``strrnn export --onnx``).
 
 The graph is traced from an input of the shape stored with the run (``exported.pt``'s ``input_shape``), so no
 data set is needed; the batch axis stays dynamic, the others are fixed (FastGRNN/FastRNN's time loop is
@@ -11,15 +11,12 @@ with one scale each, activations quantized on the fly); ``--check-accuracy`` sco
 more: the graph (an unrolled FastGRNN's outweighs its weights, and quantization adds nodes to every step), and
 for LSTM/GRU, whose ONNX operator takes dense matrices, a low-rank weight's product rather than its factors.
 
-This module is the command line; the library function is :func:`strrnn.export` (module :mod:`strrnn.exporting`).
-Importing this module keeps ``strrnn.export(model)`` working: the module object itself is callable and delegates
-to that function (Python binds a submodule to its package's attribute of the same name on import).
+The command line is :mod:`strrnn.cli.export`; the in-memory export of a model into plain modules is
+:func:`strrnn.export`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -29,15 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .callable_module import make_callable
-from .data import DataError
-from .exporting import export
-from .fileio import DiskFullError, atomic_path
-from .optional import require
-from .reporting import model_size
-from .runs import check_label_set, exported_datamodule, load_exported
+from ..artifacts import check_label_set, exported_datamodule, load_exported
+from ..fileio import atomic_path
+from ..optional import require
+from ..reporting import model_size
 
-__all__ = ["OnnxExport", "export_onnx", "onnx_accuracy", "int8_path", "main"]
+__all__ = ["OnnxExport", "export_onnx", "onnx_accuracy", "int8_path"]
 
 
 @dataclass
@@ -191,49 +185,3 @@ def onnx_accuracy(run_dir, onnx_files, data_dir: str | None = None) -> tuple[dic
             pred = session.run(None, {"features": x.numpy()})[0].argmax(1)
             correct[name] += int((pred == y.numpy()).sum())
     return {name: c / max(total, 1) for name, c in correct.items()}, total
-
-
-def main(argv=None) -> int:
-    """``python -m strrnn.export --run DIR --onnx FILE [--int8 [FILE]] [--check-accuracy]``; the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m strrnn.export",
-                                     description="ONNX export of a run's exported model, checked with onnxruntime "
-                                                 "(no data set needed)")
-    parser.add_argument("--run", required=True, help="run folder written by python -m strrnn.train")
-    parser.add_argument("--onnx", required=True, help="output .onnx file (fp32)")
-    parser.add_argument("--int8", nargs="?", const=True, default=False, metavar="FILE",
-                        help="also write onnxruntime's dynamic int8 quantization (default file: <onnx>.int8.onnx)")
-    parser.add_argument("--check-accuracy", action="store_true",
-                        help="score the written model(s) on the run's test split (needs the data set)")
-    parser.add_argument("--data-dir", default=None, help="dataset root for --check-accuracy (default: the run's)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest PyTorch-vs-onnxruntime logit difference")
-    args = parser.parse_args(argv)
-    prog = "python -m strrnn.export"
-    try:
-        result = export_onnx(args.run, args.onnx, int8=args.int8, atol=args.atol)
-    except (ValueError, DataError, DiskFullError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    shape = "x".join(map(str, result.input_shape))
-    print(f"wrote {result.onnx}; onnxruntime matches PyTorch to {result.max_abs_diff:.2e} on random inputs of shape "
-          f"batch x {shape}")
-    print(f"weights: {result.size['fp32_kb']:.2f} KB at fp32, {result.size['int8_kb']:.2f} KB at int8 "
-          "(strrnn.model_size; the .onnx files also hold the graph)")
-    if result.int8 is not None:
-        print(f"wrote {result.int8} (int8 weights); its top class equals the fp32 model's on "
-              f"{100 * result.int8_agreement:.0f}% of the random inputs")
-    if args.check_accuracy:
-        files = {"fp32": result.onnx, **({"int8": result.int8} if result.int8 is not None else {})}
-        try:
-            accuracy, n = onnx_accuracy(args.run, files, args.data_dir)
-        except (ValueError, DataError) as err:
-            print(f"{prog}: error: --check-accuracy: {err}", file=sys.stderr)
-            return 2
-        line = ", ".join(f"{name} {acc:.4f}" for name, acc in accuracy.items())
-        print(f"test accuracy on {n} examples: {line}")
-    return 0
-
-
-make_callable(__name__, export)  # `import strrnn.export` must not turn strrnn.export(model) into an error
-
-if __name__ == "__main__":
-    raise SystemExit(main())

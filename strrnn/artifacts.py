@@ -1,6 +1,6 @@
 """What joins data, models and STR for a run: registries, the mode, learned ranks, the exported artifact.
 
-Shared by ``python -m strrnn.train``, ``strrnn.evaluate``, ``strrnn.export`` and ``strrnn.compare`` so that
+Shared by the command lines (``strrnn train``, ``evaluate``, ``export``, ``compare``, ``predict``) so that
 a run folder is read back exactly as it was written.
 """
 

@@ -1,4 +1,4 @@
-"""Test accuracy and confusion matrix of a run's exported model: ``python -m strrnn.evaluate --run DIR``.
+"""Test accuracy and confusion matrix of a run's exported model: ``strrnn evaluate --run DIR``.
 
 The model is rebuilt from ``exported.pt`` (no strrnn parametrization, loaded with ``weights_only=True``); the
 test split is featurized with the normalization statistics stored with the run.
@@ -7,23 +7,20 @@ test split is featurized with the normalization statistics stored with the run.
 canonical test set: word folders, ``_silence_/``, ``_unknown_/``) that the run did not train on is scored on every
 one of its clips -- the standard report of a model trained on the full archive::
 
-    python -m strrnn.evaluate --run runs/google12 --data-dir datasets/speech_commands_test_set_v0.02
+    strrnn evaluate --run runs/google12 --data-dir datasets/speech_commands_test_set_v0.02
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
+from ..fileio import atomic_write_text
 
-from . import data as sdata
-from .data.speech_commands import SpeechCommandsDataModule
-from .runs import check_label_set, exported_datamodule, load_exported
+if TYPE_CHECKING:  # torch, pandas and the data sets are imported when a run is scored, not for --help
+    import pandas as pd
 
 
 def _same_folder(a, b) -> bool:
@@ -35,6 +32,8 @@ def _same_folder(a, b) -> bool:
 
 def _score_whole_folder(datamodule, data_dir, trained_on, all_clips: bool | None) -> bool:
     """Whether to score every clip of ``data_dir`` (a Speech Commands test-set layout folder)."""
+    from ..data.speech_commands import SpeechCommandsDataModule
+
     testset = (isinstance(datamodule, SpeechCommandsDataModule) and datamodule.root.is_dir()
                and datamodule.layout == "testset")
     if all_clips and not testset:
@@ -45,7 +44,6 @@ def _score_whole_folder(datamodule, data_dir, trained_on, all_clips: bool | None
     return bool(all_clips)
 
 
-@torch.no_grad()
 def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test",
              all_clips: bool | None = None) -> tuple[float, pd.DataFrame]:
     """Accuracy (0…1) and confusion matrix (rows: true class, columns: predicted) of the exported model.
@@ -53,6 +51,11 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     ``all_clips``: score every clip of a Speech Commands test-set layout ``data_dir`` (``None``: when it is not the
     folder the run trained on, whose speaker split would otherwise give the held-out test speakers only).
     """
+    import pandas as pd
+    import torch
+
+    from ..artifacts import check_label_set, exported_datamodule, load_exported
+
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     model, payload = load_exported(run_dir)
@@ -68,45 +71,36 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)
     for x, y in loader:
-        pred = model(x).argmax(-1)
+        with torch.no_grad():
+            pred = model(x).argmax(-1)
         confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
     accuracy = float(confusion.diag().sum() / confusion.sum().clamp(min=1))
     return accuracy, pd.DataFrame(confusion.numpy(), index=names, columns=names)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m strrnn.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by python -m strrnn.train")
+    parser = argparse.ArgumentParser(prog="strrnn evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="run folder written by strrnn train")
     parser.add_argument("--data-dir", default=None, help="dataset root (default: the run's)")
     parser.add_argument("--split", default="test", choices=["test", "val"])
     parser.add_argument("--all-clips", action=argparse.BooleanOptionalAction, default=None,
                         help="score every clip of a Speech Commands test-set layout --data-dir (default: when it is "
                              "not the folder the run trained on)")
     args = parser.parse_args(argv)
+    from ..data import DataError
+
     try:
         accuracy, confusion = evaluate(args.run, args.data_dir, args.split, args.all_clips)
-    except (ValueError, sdata.DataError) as err:
-        print(f"python -m strrnn.evaluate: error: {err}", file=sys.stderr)
+    except (ValueError, DataError) as err:
+        print(f"strrnn evaluate: error: {err}", file=sys.stderr)
         return 2
     run = Path(args.run)
     out = (run if run.is_dir() else run.parent) / f"confusion_{args.split}.csv"
-    _atomic_write_text(out, confusion.to_csv())
+    atomic_write_text(out, confusion.to_csv())
     print(confusion.to_string())
     print(f"\n{args.split} accuracy of the exported model: {accuracy:.4f} on {int(confusion.values.sum())} clips"
           f"{' of ' + str(args.data_dir) if args.data_dir else ''}  (confusion matrix: {out})")
     return 0
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""``python -m strrnn.data``: where the data sets are read from, and downloads into those folders.
+"""``strrnn data``: where the data sets are read from, and downloads into those folders.
 
-    python -m strrnn.data where [NAME ...]        the folder each data set is read from, and whether it is there
-    python -m strrnn.data download NAME [--root DIR]
+    strrnn data where [NAME ...]        the folder each data set is read from, and whether it is there
+    strrnn data download NAME [--root DIR]
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .download import ALIASES, ARCHIVES, download
-from .errors import DataError
-from .paths import FOLDERS, dataset_dir, env_var
+from ..data.downloader import ALIASES, ARCHIVES, download
+from ..data.errors import DataError
+from ..data.paths import FOLDERS, dataset_dir, env_var
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m strrnn.data``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m strrnn.data", description=__doc__.split("\n")[0])
+    """Entry point of ``strrnn data``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="strrnn data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     where = commands.add_parser("where", help="print the folder each data set is read from")
     where.add_argument("names", nargs="*", metavar="NAME", help="data sets (default: all with a folder)")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         download(args.name, root, keep_archive=args.keep_archive)
     except (DataError, FileExistsError) as err:
-        print(f"python -m strrnn.data download: error: {err}", file=sys.stderr)
+        print(f"strrnn data download: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.name}: {root}")
     return 0

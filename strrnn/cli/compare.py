@@ -1,5 +1,4 @@
-"""Rank-vs-accuracy table across run folders: ``python -m strrnn.compare RUN_DIR... [--csv F] [--plot F]
-[--ranks-plot F]``.
+"""Rank-vs-accuracy table across run folders: ``strrnn compare RUN_DIR... [--csv F] [--plot F] [--ranks-plot F]``.
 
 Runs are seeds of one configuration only when every setting of their ``config.yaml`` but the seed matches
 (:func:`run_settings`); the settings in which groups differ are printed ("groups differ in: pooling") and named in
@@ -20,14 +19,15 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import yaml
 
-from .modes import MODES
-from .optional import MissingExtraError, require
-from .runs import read_summaries
+from ..optional import MissingExtraError, require
 from .train import OPERATIONAL, build_parser
+
+if TYPE_CHECKING:  # pandas, torch and the data sets are imported by the functions that use them, not for --help
+    import pandas as pd
 
 MARKERS = {"dense": "s", "lowrank": "o", "fixed-rank": "^", "unstructured": "D"}
 # settings that do not change what a run computes: where it ran and logged, where its data came from
@@ -42,7 +42,7 @@ _SUMMARY_SETTINGS = ("dataset", "mode", "model", "cell", "hidden_size", "epochs"
 
 def run_settings(run_dir) -> dict:
     """The settings that decide what the run in ``run_dir`` computed: its ``config.yaml`` (a flag added since the
-    run at its default) without the seed, the operational settings (:data:`strrnn.train.OPERATIONAL`), where the
+    run at its default) without the seed, the operational settings (:data:`strrnn.cli.train.OPERATIONAL`), where the
     data lives and the settings its mode never reads (:attr:`strrnn.modes.Mode.ignores`, and the mode flags it
     does not accept).
 
@@ -56,6 +56,8 @@ def run_settings(run_dir) -> dict:
         settings = {**_flag_defaults(), **(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})}
     else:
         settings = {key: summary[key] for key in _SUMMARY_SETTINGS if key in summary}
+    from ..modes import MODES
+
     mode = MODES.get(settings.get("mode"))
     ignored = NOT_SETTINGS | (mode.unread if mode is not None else frozenset())
     settings = {key: _hashable(value) for key, value in settings.items() if key not in ignored}
@@ -103,8 +105,8 @@ def compressible_params(run_dir) -> tuple[float, float]:
     loaded."""
     import torch
 
-    from .runs import load_exported
-    from .selection import select_weights
+    from ..artifacts import load_exported
+    from ..selection import select_weights
 
     try:
         model, _ = load_exported(run_dir)
@@ -129,6 +131,10 @@ def compare(run_dirs) -> pd.DataFrame:
     Raises:
         ValueError: no run folder given, or none of them has a test accuracy.
     """
+    import pandas as pd
+
+    from ..artifacts import read_summaries
+
     runs = read_summaries(run_dirs)
     if runs.empty:
         raise ValueError("no run folders given")
@@ -190,6 +196,8 @@ def _distinct(values) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """Markdown with accuracy as ``mean ± std`` in percent; W,U params of a run without STR are those of its dense
     W and U (100%)."""
+    import pandas as pd
+
     lines = ["| dataset | mode | cell | factors | strength | ranks (W,U) | W,U params (% of dense) "
              "| model params | test acc % (mean ± std) | seeds | settings |", "|" + "---|" * 11]
     for _, r in table.iterrows():
@@ -228,6 +236,8 @@ def plot(table: pd.DataFrame, path: str | Path, title: str | None = None):
     Panels are titled by their data set; ``title`` is the figure's (the panel's, with one data set). Returns the
     figure (closed).
     """
+    import pandas as pd
+
     plt = _pyplot("The accuracy-vs-parameters plot")
     datasets = list(dict.fromkeys(table["dataset"].astype(str)))
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
@@ -256,6 +266,8 @@ def read_ranks(run_dir) -> pd.DataFrame:
     """The rank of every low-rank tensor after each epoch, from ``run_dir/ranks.csv``: columns ``epoch``,
     ``tensor`` (``<module>.<tensor>``), ``rank`` and ``mode`` (``lowrank`` or ``fixed-rank``); empty for a run
     without low-rank tensors (or without ranks.csv). A resumed run's repeated epochs keep their last row."""
+    import pandas as pd
+
     path = Path(run_dir) / "ranks.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame(columns=["epoch", "tensor", "rank", "mode"])
@@ -311,11 +323,11 @@ def plot_ranks(run_dirs, path: str | Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m strrnn.compare``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m strrnn.compare",
+    """Entry point of ``strrnn compare``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="strrnn compare",
                                      description="Compare run folders: a table grouped by configuration, plots.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run folders written by python -m strrnn.train")
+    parser.add_argument("runs", nargs="+", help="run folders written by strrnn train")
     parser.add_argument("--csv", default="compare.csv", help="where to write the table as CSV")
     parser.add_argument("--plot", default="compare.png",
                         help="where to write the accuracy-vs-parameters plot (one panel per data set)")
@@ -325,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = compare(args.runs)
     except ValueError as err:
-        print(f"python -m strrnn.compare: error: {err}", file=sys.stderr)
+        print(f"strrnn compare: error: {err}", file=sys.stderr)
         return 2
     print(to_markdown(table))
     for line in differences(table):
@@ -336,15 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         plot(table, args.plot)
         written.append(args.plot)
     except MissingExtraError as err:  # the table and the CSV are still worth having
-        print(f"python -m strrnn.compare: no plot written: {err}", file=sys.stderr)
+        print(f"strrnn compare: no plot written: {err}", file=sys.stderr)
     if args.ranks_plot:
         try:
             plot_ranks(args.runs, args.ranks_plot)
             written.append(args.ranks_plot)
         except MissingExtraError as err:
-            print(f"python -m strrnn.compare: no ranks plot written: {err}", file=sys.stderr)
+            print(f"strrnn compare: no ranks plot written: {err}", file=sys.stderr)
         except ValueError as err:  # none of the runs logged a rank
-            print(f"python -m strrnn.compare: error: {err}", file=sys.stderr)
+            print(f"strrnn compare: error: {err}", file=sys.stderr)
             status = 2
     print(f"\nwrote {', '.join(written)}")
     return status

@@ -1,6 +1,6 @@
 """The demo: a dense and a low-rank STR keyword spotter trained side by side, compared in one table.
 
-    python -m strrnn.demo [--config configs/demo.yaml] [--out runs/demo] [any python -m strrnn.train flag ...]
+    strrnn demo [--config configs/demo.yaml] [--out runs/demo] [any strrnn train flag ...]
 
 ``make demo`` runs it on the embedded default data (synthetic Speech Commands spoken by espeak-ng, synthesized
 into the checkout on first use). Both models are the same FastGRNN trained with the same settings; only ``--mode``
@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .data.errors import DataError
-from .fileio import atomic_write_text
+from ..data.errors import DataError  # (light: strrnn.data loads its data modules on first use)
+from ..fileio import atomic_write_text
 
 MODES = ("dense", "lowrank")
 
@@ -58,10 +58,11 @@ def side_by_side(summaries: dict[str, dict]) -> str:
 
 def prepare_data(config_file: str, extra: list[str]) -> None:
     """Synthesize the data (if asked and absent) and fill the feature cache once, before two trainings read it."""
-    from . import runs, train
+    from .. import artifacts
+    from . import train
 
     config = train.parse_config(["--config", config_file, "--out", "unused", *extra])
-    datamodule = runs.build_datamodule(config)
+    datamodule = artifacts.build_datamodule(config)
     datamodule.setup("fit")
     datamodule.setup("test")
 
@@ -90,8 +91,8 @@ def train_side_by_side(config_file: str, out: Path, extra: list[str]) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m strrnn.demo``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m strrnn.demo", description=__doc__.split("\n")[0])
+    """Entry point of ``strrnn demo``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="strrnn demo", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="the shared settings of both runs (YAML)")
     parser.add_argument("--out", default="runs/demo", help="folder of the two run folders and comparison.md")
     args, extra = parser.parse_known_args(argv)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(args.config, extra)
         summaries = train_side_by_side(args.config, out, extra)
     except (ValueError, RuntimeError, DataError) as err:  # UsageError is a ValueError
-        print(f"python -m strrnn.demo: error: {err}", file=sys.stderr)
+        print(f"strrnn demo: error: {err}", file=sys.stderr)
         return 2
     table = side_by_side(summaries)
     atomic_write_text(out / "comparison.md", table + "\n")
