@@ -164,7 +164,8 @@ int main(int argc, char **argv)
 """
 
 
-def time_steps(models: dict, rounds: int, warmup: int, clips: int, clock: str, cc=None) -> dict[str, list[float]]:
+def time_steps(models: dict, rounds: int, warmup: int, clips: int, clock: str, scales: str = "row",
+               cc=None) -> dict[str, list[float]]:
     """Seconds per frame of ``<key>_step``, one figure per round, for every contender."""
     keys = [_key(n, q) for n, q in CONTENDERS]
     with tempfile.TemporaryDirectory(prefix="strrnn-c-bench-") as folder:
@@ -173,7 +174,7 @@ def time_steps(models: dict, rounds: int, warmup: int, clips: int, clock: str, c
         for name, int8 in CONTENDERS:
             model, payload = models[name]
             key = _key(name, int8)
-            written = write_c(model, folder / key, payload=payload, int8=int8, prefix=key)
+            written = write_c(model, folder / key, payload=payload, int8=int8, scales=scales, prefix=key)
             sources.append(str(written["source"]))
         frames, features = models["dense"][1]["input_shape"]
         (folder / "harness.c").write_text(harness(keys, features, frames, clips))
@@ -191,7 +192,7 @@ def time_steps(models: dict, rounds: int, warmup: int, clips: int, clock: str, c
     return times
 
 
-def check_outputs(models: dict, clips: int = 4) -> dict[str, float]:
+def check_outputs(models: dict, scales: str = "row", clips: int = 4) -> dict[str, float]:
     """Largest |logit difference| between each contender's C checker and PyTorch on random raw clips."""
     worst = {}
     generator = np.random.default_rng(0)
@@ -206,7 +207,7 @@ def check_outputs(models: dict, clips: int = 4) -> dict[str, float]:
             with torch.no_grad():
                 expected = model(torch.from_numpy(x.astype(np.float32))).numpy()
             key = _key(name, int8)
-            write_c(model, Path(folder) / key, payload=payload, int8=int8)
+            write_c(model, Path(folder) / key, payload=payload, int8=int8, scales=scales)
             got = run_c(compile_c(Path(folder) / key), raw)
             worst[key] = float(np.abs(got - expected).max())
     return worst
@@ -218,12 +219,14 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), q[0], q[2]
 
 
-def measure(models: dict, rounds: int, warmup: int, clips: int, clock: str) -> dict:
-    sizes = {_key(n, q): footprint(models[n][0], payload=models[n][1], int8=q, flags=FLAGS) for n, q in CONTENDERS}
-    size_os = {_key(n, q): footprint(models[n][0], payload=models[n][1], int8=q, flags=SIZE_FLAGS)
-               for n, q in CONTENDERS}
-    errors = check_outputs(models)
-    times = time_steps(models, rounds, warmup, clips, clock)
+def measure(models: dict, rounds: int, warmup: int, clips: int, clock: str, scales: str = "row") -> dict:
+    def sizes_at(flags):
+        return {_key(n, q): footprint(models[n][0], payload=models[n][1], int8=q, scales=scales, flags=flags)
+                for n, q in CONTENDERS}
+
+    sizes, size_os = sizes_at(FLAGS), sizes_at(SIZE_FLAGS)
+    errors = check_outputs(models, scales)
+    times = time_steps(models, rounds, warmup, clips, clock, scales)
     result = {"sizes": sizes, "sizes_os": size_os, "errors": errors, "times": times, "ratios": {}, "targets": {}}
     for int8 in (False, True):
         lo, de = _key("lowrank", int8), _key("dense", int8)
@@ -255,7 +258,7 @@ def markdown(result: dict, describe: dict, rounds: int, warmup: int, clips: int,
         f"- machine: {platform.machine()}, {platform.platform()}; compiler `{cc}` ({version}), flags "
         f"`{' '.join(FLAGS)}`",
         f"- command: `{command}`",
-        f"- models: {describe['dense']}; {describe['lowrank']}",
+        f"- models: {describe['dense']}; {describe['lowrank']}; int8: {describe['scales']} weight scales",
         f"- timing: `<prefix>_step` per frame, {rounds} interleaved rounds after {warmup} warm-up rounds, each "
         f"contender {clips} clips x {describe['frames']} frames per round; clock: {clock}. Ratios: medians of "
         "per-round ratios [inter-quartile range].",
@@ -283,7 +286,7 @@ def markdown(result: dict, describe: dict, rounds: int, warmup: int, clips: int,
                      f"[{r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}] = {r['time_over_mac_ratio']:.2f} x MAC ratio "
                      f"{r['mac_ratio']:.3f} | <= {SLACK} x {r['mac_ratio']:.3f} = {r['target']:.3f} | {met} |")
     for what, t in result["targets"].items():
-        value = f"{t['value']:,} B" if isinstance(t["value"], int) else f"{t['value']:.3f}"
+        value = f"{t['value']:,} B" if isinstance(t["value"], int) else f"{t['value']:.4f}"
         target = f"{t['target']:,} B" if isinstance(t["target"], int) else f"<= {t['target']}"
         lines.append(f"| {what} | {value} | {target} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines) + "\n"
@@ -317,6 +320,8 @@ def main(argv=None) -> int:
                     help="ranks of the in-process low-rank model (default: 13,23)")
     ap.add_argument("--rounds", type=int, default=None, help="measured rounds (default 30; --quick: 5)")
     ap.add_argument("--clips", type=int, default=None, help="clips per contender per round (default 10; --quick: 2)")
+    ap.add_argument("--scales", choices=("row", "tensor"), default="row",
+                    help="int8 weight scales: one per row (default) or one per matrix")
     ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
                     help="wall time (default), or the timing thread's CPU time (leaves out time taken by other jobs)")
     ap.add_argument("--out", type=Path, default=None,
@@ -335,7 +340,8 @@ def main(argv=None) -> int:
     models = load_runs(args.dense, args.lowrank) if args.dense else build_models(args.ranks)
     describe = {name: _describe(*models[name]) for name in models}
     describe["frames"] = models["dense"][1]["input_shape"][0]
-    result = measure(models, rounds, warmup, clips, args.clock)
+    describe["scales"] = "per-row" if args.scales == "row" else "per-matrix"
+    result = measure(models, rounds, warmup, clips, args.clock, args.scales)
     command = "python -m benchmarks.c_deploy " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, describe, rounds, warmup, clips, args.clock, command.strip())
     out.mkdir(parents=True, exist_ok=True)
