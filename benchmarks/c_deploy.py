@@ -4,7 +4,7 @@ multiply-adds and microseconds per frame of the generated C step.
     python -m benchmarks.c_deploy                       # FastGRNN hidden 100 on FSDD's shape 99 x 32, ranks (13, 23)
     python -m benchmarks.c_deploy --quick               # smoke test: 5 rounds, written under results/c_deploy/quick
     python -m benchmarks.c_deploy --dense RUN_A --lowrank RUN_B   # the exported models of two finished runs
-    python -m benchmarks.c_deploy --clock thread        # CPU time of the timing thread (a loaded machine)
+    python -m benchmarks.c_deploy --clock thread --tag thread-clock   # CPU time of the timing thread (loaded machine)
 
 Models: without run folders, two spotters built in-process with the same seed -- the full-rank FastGRNN (hidden
 100, 32 features x 99 frames, 10 classes, last-state pooling) and the same model factorized at ``--ranks`` (rank of
@@ -326,6 +326,9 @@ def main(argv=None) -> int:
                     help="wall time (default), or the timing thread's CPU time (leaves out time taken by other jobs)")
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default results/c_deploy; --quick: results/c_deploy/quick)")
+    ap.add_argument("--tag", default=None,
+                    help="write table-TAG.md and results-TAG.json instead of table.md and results.json (a variant "
+                         "kept beside the default run: result subfolders are not committed)")
     args = ap.parse_args(argv)
     if (args.dense is None) != (args.lowrank is None):
         ap.error("give both --dense and --lowrank run folders, or neither (models built in-process)")
@@ -345,9 +348,10 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.c_deploy " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, describe, rounds, warmup, clips, args.clock, command.strip())
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "table.md", text)
-    atomic_write_text(out / "results.json", json.dumps({**result, "models": describe, "command": command}, indent=1,
-                                                       default=str) + "\n")
+    suffix = f"-{args.tag}" if args.tag else ""
+    atomic_write_text(out / f"table{suffix}.md", text)
+    payload = {**result, "models": describe, "command": command}
+    atomic_write_text(out / f"results{suffix}.json", json.dumps(payload, indent=1, default=str) + "\n")
     print(text)
     print(f"written to {out}")
     return 0
