@@ -377,11 +377,6 @@ class _Matrix:
         return self.left.shape[1] if self.factored else None
 
     @property
-    def width(self) -> int:
-        """Length of the vector the rows of the stored (left or dense) matrix multiply."""
-        return self.rank if self.factored else self.cols
-
-    @property
     def macs(self) -> int:
         return self.rank * (self.out + self.cols) if self.factored else self.out * self.cols
 
