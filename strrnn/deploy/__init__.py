@@ -1,1 +1,13 @@
-"""From a trained run to a device: ONNX files (:mod:`.onnx_graph`) checked against PyTorch."""
+"""From a trained run to a device: dependency-free C and ONNX files, each checked against PyTorch.
+
+:func:`write_c` writes C99 source (weights as ``const`` arrays, fp32 or int8, a streaming ``init``/``step``/
+``logits`` API with no ``malloc``) and a ``main.c`` checker; :func:`compile_c` builds the checker, :func:`run_c`
+feeds it feature clips, :func:`footprint` gives flash, RAM and multiply-adds per frame (:mod:`.c_source` describes
+the math and the memory layout). :func:`export_onnx` writes a run's model as ONNX (and int8), checked with
+onnxruntime (:mod:`.onnx_graph`).
+"""
+
+from .c_source import compile_c, footprint, run_c, write_c
+from .onnx_graph import OnnxExport, export_onnx, int8_path, onnx_accuracy
+
+__all__ = ["write_c", "compile_c", "run_c", "footprint", "export_onnx", "onnx_accuracy", "OnnxExport", "int8_path"]
