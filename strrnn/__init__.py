@@ -34,7 +34,7 @@ _NAMES = {
     "LowRankLinear": ".low_rank", "LowRankSTR": ".low_rank", "low_rank_factors": ".low_rank", "lowrank": ".low_rank",
     "lowrank_rnn": ".low_rank", "rank": ".low_rank", "spectrum": ".low_rank",
     "model_size": ".reporting", "report": ".reporting",
-    "RankSchedule": ".schedule",
+    "STRRecipe": ".str_recipe", "SpectralGMP": ".spectral_gmp", "RankSchedule": ".spectral_gmp",
     "Threshold": ".threshold", "get_threshold_function": ".threshold", "param_groups": ".threshold",
     "register_threshold_function": ".threshold", "soft_threshold": ".threshold", "threshold_functions": ".threshold",
     "UnstructuredSTR": ".unstructured_str", "unstructured": ".unstructured_str", "sparsify": ".unstructured_str",
@@ -44,7 +44,8 @@ _NAMES = {
 # subpackages and modules reachable as attributes (``strrnn.cells``, ``strrnn.data``, ...)
 _SUBMODULES = {"cells", "models", "data", "callbacks", "deploy"}
 
-__all__ = sorted([*(n for n in _NAMES if n != "sparse"), "cells", "models", "data", "deploy"])
+# deprecated names (strrnn.sparse, strrnn.RankSchedule) still resolve but are not exported by `import *`
+__all__ = sorted([*(n for n in _NAMES if n not in ("sparse", "RankSchedule")), "cells", "models", "data", "deploy"])
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ below imports on first use
     from . import callbacks, cells, data, deploy, models  # noqa: F401
@@ -60,7 +61,8 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ be
     )
     from .predictor import load  # noqa: F401
     from .reporting import model_size, report  # noqa: F401
-    from .schedule import RankSchedule  # noqa: F401
+    from .spectral_gmp import RankSchedule, SpectralGMP  # noqa: F401
+    from .str_recipe import STRRecipe  # noqa: F401
     from .threshold import (  # noqa: F401
         Threshold,
         get_threshold_function,

@@ -2,8 +2,9 @@
 
 * :class:`RankLogger` — per-epoch rank / sparsity / threshold of every STR tensor into ``ranks.csv``, and a
   warning when a threshold would remove every singular value (``min_rank`` holds).
-* :class:`RankScheduleCallback` — :class:`strrnn.RankSchedule` (the low-rank recipe, also for plain loops):
-  thresholds driven along a schedule, ranks frozen and released at its end or when a budget is met.
+* :class:`RankRecipeCallback` — a low-rank recipe object (also for plain loops): :class:`strrnn.STRRecipe`
+  (learned thresholds; decay warm-up, budget control, freeze and release) or :class:`strrnn.SpectralGMP` (the
+  driven baseline).
 * :class:`ThresholdDecayWarmup` — ramp the thresholds' decay up over the first epochs (unstructured STR: softens
   the cliff where a strong decay cuts many weights at once).
 * :class:`NonFiniteLossGuard` — stop on a NaN/inf loss, naming epoch and step, before the optimizer step, so the
@@ -33,26 +34,22 @@ from .fileio import atomic_path, atomic_write_text, load_checkpoint_file
 from .lightning_compat import lightning_class
 from .low_rank import LowRankSTR, originals
 from .reporting import iter_str_tensors, report
-from .schedule import RankSchedule
+from .spectral_gmp import SpectralGMP
+from .str_recipe import STRRecipe
+from .threshold import threshold_group
 
 log = logging.getLogger("strrnn")
 
 __all__ = [
     "RankLogger",
-    "RankScheduleCallback",
+    "RankRecipeCallback",
     "ThresholdDecayWarmup",
     "NonFiniteLossGuard",
     "NonFiniteLossError",
     "ResumableMetrics",
     "EpochSeed",
     "AtomicCheckpointIO",
-    "threshold_group",
 ]
-
-
-def threshold_group(optimizer: torch.optim.Optimizer) -> dict | None:
-    """The ``"threshold"`` parameter group of :func:`strrnn.param_groups` (the thresholds ``s`` only), if any."""
-    return next((g for g in optimizer.param_groups if g.get("name") == "threshold"), None)
 
 
 @lightning_class("TorchCheckpointIO")
@@ -127,8 +124,8 @@ class RankLogger:
                 continue
             key = f"{path}.{name}"
             with torch.no_grad():
-                raw = float(p.threshold())
-                top = float(originals(module, name)[1].abs().max())
+                m = originals(module, name)[1]
+                raw, top = float(p.raw_alpha(m)), float(m.abs().max())
             if raw >= top and key not in self._warned:
                 self._warned.add(key)
                 log.warning(
@@ -168,49 +165,50 @@ class ThresholdDecayWarmup:
 
 
 @lightning_class("Callback")
-class RankScheduleCallback:
-    """Runs :class:`strrnn.RankSchedule` in a Lightning fit: built at the start of training over the task's model
-    and optimizer, stepped after every optimizer step, checkpointed with the run.
+class RankRecipeCallback:
+    """Runs a low-rank recipe — :class:`strrnn.STRRecipe` (learned thresholds) or :class:`strrnn.SpectralGMP` (the
+    driven baseline) — in a Lightning fit: built at the start of training over the task's model and optimizer,
+    stepped after every optimizer step, checkpointed with the run.
 
-    ``options``: :class:`strrnn.RankSchedule`'s (``strength``, ``start``, ``end``, ``release``, ``rewarm``,
-    ``target_ranks`` — paths relative to the task's model — or ``target_params``). With ``rewarm`` the task's
-    learning-rate schedule (:class:`strrnn.task.ClassificationTask`) restarts where the ranks freeze.
+    ``recipe``: the class; ``options``: its keyword arguments (``target_ranks`` with paths relative to the task's
+    model). With ``rewarm`` the task's learning-rate schedule (:class:`strrnn.task.ClassificationTask`) restarts
+    where the ranks freeze.
     """
 
-    def __init__(self, **options) -> None:
-        self.options = options
-        self.schedule: RankSchedule | None = None
+    def __init__(self, recipe: type[STRRecipe] | type[SpectralGMP], **options) -> None:
+        self.recipe_class, self.options = recipe, options
+        self.recipe: STRRecipe | SpectralGMP | None = None
         self._pending: dict | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         model = getattr(pl_module, "model", pl_module)
-        self.schedule = RankSchedule(model, trainer.optimizers[0] if trainer.optimizers else None,
-                                     total_steps=max(1, int(trainer.estimated_stepping_batches)), **self.options)
+        self.recipe = self.recipe_class(model, trainer.optimizers[0] if trainer.optimizers else None,
+                                        total_steps=max(1, int(trainer.estimated_stepping_batches)), **self.options)
         if self._pending is not None:
-            self.schedule.load_state_dict(self._pending)
+            self.recipe.load_state_dict(self._pending)
             self._pending = None
         self._share_restart(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.schedule is None:
+        if self.recipe is None:
             return
-        was_done = self.schedule.done
-        self.schedule.step()
-        if self.schedule.done and not was_done:
-            log.info("ranks frozen at step %d: %s", self.schedule.steps, self.schedule.ranks())
+        was_done = self.recipe.done
+        self.recipe.step()
+        if self.recipe.done and not was_done:
+            log.info("ranks frozen at step %d: %s", self.recipe.steps, self.recipe.ranks())
             self._share_restart(pl_module)
 
     def _share_restart(self, pl_module) -> None:
-        # the task's learning-rate schedule restarts where the ranks froze (RankSchedule(rewarm=True))
+        # the task's learning-rate schedule restarts where the ranks froze (rewarm=True)
         if hasattr(pl_module, "lr_restart"):
-            pl_module.lr_restart = self.schedule.restart_step
+            pl_module.lr_restart = self.recipe.restart_step
 
     def state_dict(self) -> dict:
-        return self.schedule.state_dict() if self.schedule is not None else dict(self._pending or {})
+        return self.recipe.state_dict() if self.recipe is not None else dict(self._pending or {})
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if self.schedule is not None:
-            self.schedule.load_state_dict(state_dict)
+        if self.recipe is not None:
+            self.recipe.load_state_dict(state_dict)
         elif state_dict:
             self._pending = dict(state_dict)
 

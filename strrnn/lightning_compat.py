@@ -8,11 +8,12 @@ package's ``LightningModule``, ``Callback`` and ``CheckpointIO``. strrnn's class
 from this module instead (it needs the ``[lightning]`` extra)::
 
     import lightning.pytorch as L
-    from strrnn.lightning_compat import ClassificationTask, RankScheduleCallback, wrap_datamodule
+    from strrnn import STRRecipe
+    from strrnn.lightning_compat import ClassificationTask, RankRecipeCallback, wrap_datamodule
     from strrnn.task import OptimConfig
 
     task = ClassificationTask(model, OptimConfig(epochs=10))
-    L.Trainer(max_epochs=10, callbacks=[RankScheduleCallback(strength=0.6)]).fit(task, wrap_datamodule(dm))
+    L.Trainer(max_epochs=10, callbacks=[RankRecipeCallback(STRRecipe, freeze_at=0.4)]).fit(task, wrap_datamodule(dm))
 
 Each class is written once, without a Lightning base, and given one by :func:`lightning_class` (the
 ``pytorch_lightning`` class, in its own module) or :func:`on_lightning` (the ``lightning.pytorch`` class, made on
@@ -41,7 +42,7 @@ CLASSES = {
     "AtomicCheckpointIO": "strrnn.callbacks",
     "RankLogger": "strrnn.callbacks",
     "ThresholdDecayWarmup": "strrnn.callbacks",
-    "RankScheduleCallback": "strrnn.callbacks",
+    "RankRecipeCallback": "strrnn.callbacks",
     "NonFiniteLossGuard": "strrnn.callbacks",
     "ResumableMetrics": "strrnn.callbacks",
     "EpochSeed": "strrnn.callbacks",

@@ -6,7 +6,11 @@ For a weight :math:`W` of shape ``(out, in)`` and inner size :math:`r` (``min(ou
            A \in \mathbb{R}^{out \times r},\; m \in \mathbb{R}^{r},\; B \in \mathbb{R}^{r \times in}
 
 with :math:`S(m, \alpha) = \operatorname{sign}(m)\operatorname{relu}(|m| - \alpha)` and, by default,
-:math:`\alpha = k e^{s}`. The learned rank is :math:`\operatorname{nnz}(S(m, \alpha))`.
+:math:`\alpha = k e^{s}` (the paper's absolute threshold). With ``relative=True`` the threshold is taken relative to
+the spectrum's own scale, :math:`\alpha = k e^{s} \max_i |m_i|` (the maximum without gradient): growing or
+shrinking the whole spectrum then moves no rank, only ``s`` does — with orthogonal factors :math:`\max_i |m_i|` is
+the spectral norm, so :math:`e^s` is the fraction of the largest singular value below which directions are cut.
+The learned rank is :math:`\operatorname{nnz}(S(m, \alpha))`.
 
 * ``factors="free"`` (the paper's form, STR §4.2.1): ``A``, ``B`` unconstrained, ``m`` starts at ones.
 * ``factors="orthogonal"``: ``A`` and ``B`` are kept orthonormal by a QR retraction in ``forward`` (columns of
@@ -86,7 +90,8 @@ class LowRankSTR(nn.Module):
         threshold: ``False`` for fixed-rank factorization without STR.
         flatten: accept weights of more than two dimensions by flattening all but the first.
         hard: cut with a hard threshold, ``m·1[|m| > alpha]``: surviving entries keep their value (no shrinkage;
-            ``s`` then gets no gradient, so it must be driven — :class:`strrnn.RankSchedule` sets this).
+            ``s`` then gets no gradient, so it must be driven — :class:`strrnn.SpectralGMP` sets this).
+        relative: threshold relative to the spectrum's scale, ``alpha = g(s)·max|m|`` (see the module docstring).
     """
 
     # index of the spectrum among the originals, used by :func:`strrnn.param_groups`
@@ -106,6 +111,7 @@ class LowRankSTR(nn.Module):
         threshold: bool = True,
         flatten: bool = False,
         hard: bool = False,
+        relative: bool = False,
     ) -> None:
         super().__init__()
         shape = tuple(int(d) for d in shape)
@@ -134,6 +140,7 @@ class LowRankSTR(nn.Module):
         self.register_buffer("rank_limits", torch.tensor([min_rank, max_rank], dtype=torch.long))
         self.threshold = Threshold((), g=g, k=k, s_init=s_init) if threshold else None
         self.hard = bool(hard)
+        self.relative = bool(relative)
         # after release(): W = A·diag(mask)·B with plain (free) factors and no threshold (buffers: checkpointed)
         self.register_buffer("released", torch.zeros((), dtype=torch.bool))
         self.register_buffer("release_mask", torch.zeros(max_rank))
@@ -172,10 +179,16 @@ class LowRankSTR(nn.Module):
 
     # -- the math ---------------------------------------------------------------------------------------
     def alpha(self, m: torch.Tensor) -> torch.Tensor:
-        """Effective threshold for spectrum ``m`` (r,): ``g(s)`` clamped so the rank stays within its limits."""
+        """Effective threshold for spectrum ``m`` (r,): ``g(s)`` (times ``max|m|`` when ``relative``) clamped so the
+        rank stays within its limits."""
         if self.threshold is None:
             return m.new_zeros(())
-        return self.clamp_to_rank_limits(self.threshold(), m.detach().abs())
+        return self.clamp_to_rank_limits(self.raw_alpha(m), m.detach().abs())
+
+    def raw_alpha(self, m: torch.Tensor) -> torch.Tensor:
+        """The threshold before the rank limits: ``g(s)``, times ``max|m|`` (no gradient) when ``relative``."""
+        alpha = self.threshold()
+        return alpha * m.detach().abs().max() if self.relative else alpha
 
     def clamp_to_rank_limits(self, alpha: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
         """Clamp a threshold ``alpha`` (scalar) against ``magnitudes`` (r,) — the values it is compared with —
@@ -276,6 +289,9 @@ class LowRankSTR(nn.Module):
         U, S, Vh = U[:, :r], S[:r], Vh[:r]
         cuts = self.threshold is not None and self.min_rank < r
         alpha = self.threshold().detach().to(W) if cuts else 0.0
+        if cuts and self.relative:
+            # m = S + alpha with alpha = g(s)·max(m) = g(s)·(S_max + alpha): alpha = g(s)·S_max / (1 - g(s))
+            alpha = alpha * S.max() / (1.0 - alpha).clamp_min(torch.finfo(W.dtype).eps)
         if self.factor_kind == "free":
             root = S.sqrt()
             return (U * root).contiguous(), torch.ones_like(S) + alpha, (root[:, None] * Vh).contiguous()
@@ -289,6 +305,8 @@ class LowRankSTR(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "off" if self.threshold is None else "hard" if self.hard else "on"
+        if self.threshold is not None and self.relative:
+            kind += ", relative to max|m|"
         return (
             f"shape={self.shape}, max_rank={self.max_rank}, factors={self.factor_kind}, "
             f"min_rank={self.min_rank}, threshold={kind}"
@@ -338,8 +356,8 @@ def lowrank(module: nn.Module, name: str = "weight", **options: Any) -> nn.Modul
     """Register :class:`LowRankSTR` on ``module.<name>`` and return ``module``.
 
     ``options`` are :class:`LowRankSTR`'s (``max_rank``, ``factors``, ``g``, ``k``, ``s_init``, ``min_rank``,
-    ``threshold``, ``flatten``). The current value of the tensor is kept (``right_inverse`` = SVD), and the new
-    parameters take its device and dtype. Build the optimizer afterwards.
+    ``threshold``, ``flatten``, ``hard``, ``relative``). The current value of the tensor is kept (``right_inverse`` =
+    SVD), and the new parameters take its device and dtype. Build the optimizer afterwards.
 
     Raises:
         ValueError: ``module`` has no tensor ``name``, it is already low-rank, or its shape is not 2-D.

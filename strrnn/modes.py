@@ -5,7 +5,8 @@ it needs, when an epoch may become ``best.ckpt``, and how an exported model of t
 The CLI's ``--mode`` choices are the registry's names; adding a mode is one :func:`register_mode` call.
 
     dense         the model as built
-    lowrank       LowRankSTR on every recurrent W and U: STR learns the ranks
+    lowrank       LowRankSTR on every recurrent W and U: STR learns the ranks (--recipe paper: as published)
+    lowrank-gmp   spectral GMP, the baseline: the same thresholds driven along a schedule, not learned
     fixed-rank    vanilla factorization at --rank-w/--rank-u, or at the ranks an STR run learned (--budget-from)
     unstructured  UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity
     gmp, dnw, magnitude   the CNN pruning baselines of package ``cnn`` at --sparsity or an STR run's budget
@@ -59,7 +60,10 @@ class Mode:
         reload: ``(model, config, ranks) -> None``: parametrize a fresh model so that an exported state dict
             of this mode loads into it (default: :attr:`apply`).
         ignores: general flags (config keys) this mode never reads, e.g. the STR knobs for ``dense``; two runs
-            that differ only in them trained the same model (the benchmark runner reuses such runs).
+            that differ only in them trained the same model (the benchmark runner reuses such runs). Given on the
+            command line, such a flag is refused: it would have no effect.
+        defaults: ``(config) -> {key: value}``: the mode's own defaults of flags whose default depends on the mode
+            (those left unset, ``None``); e.g. ``--factors`` or ``--threshold-decay``.
     """
 
     name: str
@@ -71,6 +75,7 @@ class Mode:
     selectable: Callable[..., Callable[[], bool] | None] = _nothing
     reload: Callable[[nn.Module, dict, dict], None] | None = None
     ignores: frozenset[str] = frozenset()
+    defaults: Callable[[dict], dict] = lambda config: {}
 
     @property
     def unread(self) -> frozenset[str]:
@@ -83,9 +88,9 @@ MODES: dict[str, Mode] = {}
 
 # flags that only some modes accept (every other flag applies to every mode)
 MODE_FLAGS = ("rank_w", "rank_u", "budget_from", "sparsity", "target_rank", "target_params")
-# the threshold's knobs: read by the STR modes only
-STR_KNOBS = frozenset({"g", "s_init", "min_rank", "strength", "schedule_start", "schedule_end", "rewarm",
-                       "threshold_decay", "threshold_lr", "decay_warmup"})
+# the threshold's knobs: read by the STR modes only (each mode says which of them it ignores)
+STR_KNOBS = frozenset({"g", "s_init", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "recipe",
+                       "relative", "threshold_decay", "threshold_lr", "decay_warmup"})
 
 
 def register_mode(mode: Mode) -> Mode:
@@ -113,15 +118,37 @@ def get_mode(name: str) -> Mode:
     return MODES[name]
 
 
-def check_mode_flags(config: dict) -> None:
-    """Refuse mode-specific flags given to a mode that does not accept them, then run the mode's own checks."""
+def check_mode_flags(config: dict, given: set[str] | frozenset[str] = frozenset()) -> None:
+    """Refuse mode-specific flags given to a mode that does not accept them and, among the flags ``given`` on the
+    command line, those the mode never reads (they would have no effect); fill in the mode's defaults; then run the
+    mode's own checks."""
     mode = get_mode(config["mode"])
     for flag in MODE_FLAGS:
         if config.get(flag) is not None and flag not in mode.flags:
             takers = [m.name for m in MODES.values() if flag in m.flags]
             raise UsageError(f"--{flag.replace('_', '-')} only applies to --mode {' or '.join(takers)} "
                              f"(got --mode {mode.name})")
+    for key in sorted(set(given) & mode.ignores):
+        readers = [m.name for m in MODES.values() if key not in m.ignores]
+        raise UsageError(f"{_flag(key)} has no effect with --mode {mode.name}; it acts with --mode "
+                         f"{' or '.join(readers)}{_KNOB_HINTS.get((mode.name, key), '')}")
+    for key, value in mode.defaults(config).items():
+        if config.get(key) is None:
+            config[key] = value
     mode.validate(config)
+
+
+# what to use instead, for a knob refused by a mode that has another
+_KNOB_HINTS = {
+    ("lowrank", "strength"): " (spectral GMP's knob); --mode lowrank's knob is --threshold-decay, the decay that "
+                             "raises the learned thresholds (or --target-rank / --target-params)",
+    ("lowrank", "schedule_start"): " (spectral GMP drives its thresholds along a schedule; STR learns them)",
+    ("lowrank-gmp", "threshold_decay"): " (learned STR's knob); spectral GMP drives its thresholds: its knob is "
+                                        "--strength (or --target-rank / --target-params)",
+    ("lowrank-gmp", "g"): " (spectral GMP sets each threshold directly, it learns no s)",
+    ("lowrank-gmp", "s_init"): " (spectral GMP sets each threshold directly, it learns no s)",
+    ("lowrank-gmp", "decay_warmup"): " (spectral GMP learns no threshold, so there is no decay to warm up)",
+}
 
 
 def _flag(name: str) -> str:
@@ -132,49 +159,73 @@ def _flag(name: str) -> str:
 register_mode(Mode("dense", "the model as built", apply=_nothing, ignores=STR_KNOBS | {"factors"}))
 
 
-# --- lowrank --------------------------------------------------------------------------------------------------
+# --- lowrank: learned STR, and lowrank-gmp: the driven baseline ----------------------------------------------
+# --mode lowrank's defaults (--recipe default), chosen in the parity study (benchmarks/parity): the decay λ on s
+# that leaves about half of FSDD's W,U parameters, and the decay warm-up.
+STR_DECAY = 1.0
+STR_DECAY_WARMUP = 0.0
+RECIPES = ("default", "paper")
+
+
+def _lowrank_defaults(config: dict) -> dict:
+    if config.get("recipe") == "paper":  # the paper as published: free factors, absolute e^s, λ on m and s
+        return {"factors": "free", "relative": False, "g": "exp", "threshold_decay": config["weight_decay"],
+                "decay_warmup": 0.0}
+    return {"recipe": "default", "factors": "orthogonal", "relative": True, "g": "exp", "threshold_decay": STR_DECAY,
+            "decay_warmup": STR_DECAY_WARMUP, "freeze_at": 0.4}
+
+
 def _apply_lowrank(model: nn.Module, config: dict) -> None:
-    lowrank_rnn(model, factors=config["factors"], g=config.get("g") or "exp", s_init=config["s_init"],
-                min_rank=config["min_rank"])
+    lowrank_rnn(model, factors=config["factors"], g=config["g"], s_init=config["s_init"],
+                min_rank=config["min_rank"], relative=config["relative"])
 
 
-def _validate_lowrank(config: dict) -> None:
+def _validate_budget(config: dict) -> None:
     if config.get("target_rank") is not None and config.get("target_params") is not None:
         raise UsageError("give either --target-rank or --target-params, not both")
     if config.get("target_rank") is not None:
         config["target_rank"] = parse_pair(config["target_rank"], "--target-rank")
     if config.get("target_params") is not None and config["target_params"] < 1:
         raise UsageError(f"--target-params must be a positive number of parameters, got {config['target_params']}")
-    if config.get("threshold_decay") is not None:
-        raise UsageError("--threshold-decay sets unstructured STR's sparsity; --mode lowrank's knob is --strength "
-                         "(or --target-rank / --target-params)")
-    if config.get("factors") != "orthogonal":
-        raise UsageError("--mode lowrank learns ranks with strrnn.RankSchedule, which needs --factors orthogonal "
-                         "(thresholds relative to the singular values)")
-    if not 0 <= config["strength"] < 1:
-        raise UsageError(f"--strength is a fraction of the largest singular value in [0, 1), got {config['strength']}")
-    if not 0 <= config["schedule_start"] < config["schedule_end"] <= 1:
-        raise UsageError(f"need 0 <= --schedule-start < --schedule-end <= 1, got {config['schedule_start']} and "
-                         f"{config['schedule_end']}")
+
+
+def _validate_lowrank(config: dict) -> None:
+    if config["recipe"] not in RECIPES:
+        raise UsageError(f"unknown --recipe {config['recipe']!r}; choose one of: {', '.join(RECIPES)}"
+                         f"{close_match(config['recipe'], RECIPES)}")
+    _validate_budget(config)
+    if config["recipe"] == "paper":
+        given = [k for k in ("freeze_at", "target_rank", "target_params") if config.get(k) is not None]
+        if given:
+            raise UsageError(f"--recipe paper has no fine-tuning phase, so {_flag(given[0])} has no effect; drop it, "
+                             "or use --recipe default (freeze at the learned ranks, then fine-tune)")
+    elif not 0 < config["freeze_at"] <= 1:
+        raise UsageError(f"--freeze-at is a fraction of training in (0, 1], got {config['freeze_at']}")
+
+
+def _budget_options(config: dict, model: nn.Module) -> dict:
+    if config.get("target_rank") is not None:
+        return {"target_ranks": learned_rank_targets(model, *config["target_rank"])}
+    if config.get("target_params") is not None:
+        return {"target_params": config["target_params"]}
+    return {}
 
 
 def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
-    from .callbacks import RankScheduleCallback
+    from .callbacks import RankRecipeCallback
+    from .str_recipe import STRRecipe
 
-    options = {"start": config["schedule_start"], "end": config["schedule_end"], "rewarm": config["rewarm"]}
-    if config.get("target_rank") is not None:
-        w, u = config["target_rank"]
-        options["target_ranks"] = learned_rank_targets(model, w, u)
-    elif config.get("target_params") is not None:
-        options["target_params"] = config["target_params"]
-    else:
-        options["strength"] = config["strength"]
-    return [RankScheduleCallback(**options)]
+    paper = config["recipe"] == "paper"
+    return [RankRecipeCallback(STRRecipe, freeze_at=None if paper else config["freeze_at"],
+                               decay_warmup=config["decay_warmup"], rewarm=config["rewarm"] and not paper,
+                               **_budget_options(config, model))]
 
 
 def _lowrank_selectable(config: dict, task, callbacks):
     from .task import ranks_frozen
 
+    if config.get("recipe") == "paper":  # the thresholds learn to the end: the final model carries the budget
+        return _last_epoch(config, task, callbacks)
     return lambda: ranks_frozen(task.model)  # best.ckpt only at the final ranks
 
 
@@ -193,9 +244,46 @@ def _reload_low_rank(model: nn.Module, config: dict, ranks: dict) -> None:
 
 
 register_mode(Mode(
-    "lowrank", "LowRankSTR on every recurrent W and U: STR learns the ranks", apply=_apply_lowrank,
+    "lowrank", "LowRankSTR on every recurrent W and U: STR learns the ranks (thresholds trained by the loss, "
+    "raised by --threshold-decay)", apply=_apply_lowrank,
     flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank, callbacks=_lowrank_callbacks,
-    selectable=_lowrank_selectable, reload=_reload_low_rank,
+    selectable=_lowrank_selectable, reload=_reload_low_rank, ignores=frozenset({"strength", "schedule_start"}),
+    defaults=_lowrank_defaults,
+))
+
+
+def _apply_lowrank_gmp(model: nn.Module, config: dict) -> None:
+    lowrank_rnn(model, factors=config["factors"], min_rank=config["min_rank"])
+
+
+def _validate_lowrank_gmp(config: dict) -> None:
+    _validate_budget(config)
+    if config.get("factors") != "orthogonal":
+        raise UsageError("--mode lowrank-gmp prunes singular values, which needs --factors orthogonal (with free "
+                         "factors the spectrum says nothing about a direction's size)")
+    if not 0 <= config["strength"] < 1:
+        raise UsageError(f"--strength is a fraction of the largest singular value in [0, 1), got {config['strength']}")
+    if not 0 <= config["schedule_start"] < config["freeze_at"] <= 1:
+        raise UsageError(f"need 0 <= --schedule-start < --freeze-at <= 1, got {config['schedule_start']} and "
+                         f"{config['freeze_at']}")
+
+
+def _lowrank_gmp_callbacks(config: dict, model: nn.Module) -> list:
+    from .callbacks import RankRecipeCallback
+    from .spectral_gmp import SpectralGMP
+
+    options = _budget_options(config, model) or {"strength": config["strength"]}
+    return [RankRecipeCallback(SpectralGMP, start=config["schedule_start"], end=config["freeze_at"],
+                               rewarm=config["rewarm"], **options)]
+
+
+register_mode(Mode(
+    "lowrank-gmp", "spectral GMP, the baseline: LowRankSTR's thresholds driven (not learned) along GMP's cubic "
+    "schedule to --strength x each matrix's largest singular value, then frozen", apply=_apply_lowrank_gmp,
+    flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank_gmp,
+    callbacks=_lowrank_gmp_callbacks, selectable=_lowrank_selectable, reload=_reload_low_rank,
+    ignores=frozenset({"g", "s_init", "threshold_decay", "decay_warmup", "recipe", "relative"}),
+    defaults=lambda config: {"factors": "orthogonal", "strength": 0.6, "schedule_start": 0.05, "freeze_at": 0.4},
 ))
 
 
@@ -270,13 +358,13 @@ def _reload_fixed_rank(model: nn.Module, config: dict, ranks: dict) -> None:
 register_mode(Mode(
     "fixed-rank", "vanilla factorization at --rank-w/--rank-u or at the ranks of --budget-from RUN",
     apply=_apply_fixed_rank, flags=frozenset({"rank_w", "rank_u", "budget_from"}), validate=_validate_fixed_rank,
-    reload=_reload_fixed_rank, ignores=STR_KNOBS,
+    reload=_reload_fixed_rank, ignores=STR_KNOBS, defaults=lambda config: {"factors": "free"},
 ))
 
 
 # --- unstructured ---------------------------------------------------------------------------------------------
 def _apply_unstructured(model: nn.Module, config: dict) -> None:
-    sparsify(model, g=config.get("g") or "sigmoid", s_init=config["s_init"])
+    sparsify(model, g=config["g"], s_init=config["s_init"])
 
 
 def _unstructured_callbacks(config: dict, model: nn.Module) -> list:
@@ -293,7 +381,9 @@ def _last_epoch(config: dict, task, callbacks):
 register_mode(Mode(
     "unstructured", "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
     apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch,
-    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "schedule_end", "rewarm"}),
+    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "recipe",
+                       "relative"}),
+    defaults=lambda config: {"g": "sigmoid", "decay_warmup": 0.15},
 ))
 
 

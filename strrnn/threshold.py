@@ -34,6 +34,7 @@ __all__ = [
     "threshold_functions",
     "Threshold",
     "param_groups",
+    "threshold_group",
     "STR_LR",
     "STR_EPS",
 ]
@@ -302,11 +303,13 @@ def attach(module: nn.Module, name: str, parametrization_type: type[nn.Module], 
     return parametrization
 
 
-def _str_parameters(model: nn.Module) -> dict[int, str]:
-    """Map id(parameter) -> kind ("threshold" or "spectrum") for every STR-owned parameter."""
+def _str_parameters(model: nn.Module) -> tuple[dict[int, str], bool]:
+    """Map id(parameter) -> kind ("threshold" or "spectrum") for every STR-owned parameter; and whether every
+    thresholded spectrum has a threshold relative to its own scale (``relative``)."""
     from torch.nn.utils import parametrize
 
     kinds: dict[int, str] = {}
+    relative = []
     for module in model.modules():
         if isinstance(module, Threshold):
             kinds[id(module.s)] = "threshold"
@@ -317,7 +320,9 @@ def _str_parameters(model: nn.Module) -> dict[int, str]:
                         original = getattr(plist, f"original{index}")
                         if original.requires_grad:
                             kinds[id(original)] = "spectrum"
-    return kinds
+                            if getattr(p, "threshold", None) is not None:
+                                relative.append(bool(getattr(p, "relative", False)))
+    return kinds, bool(relative) and all(relative)
 
 
 def param_groups(
@@ -328,6 +333,7 @@ def param_groups(
     threshold_eps: float | None = STR_EPS,
     no_decay: Iterable[str] = ("bias", "norm"),
     lr: float | None = None,
+    spectrum_decay: float | None = None,
 ) -> list[dict]:
     r"""Optimizer parameter groups that make STR's learned budget respond to its strength.
 
@@ -336,10 +342,14 @@ def param_groups(
     * ``"weights"``: every other trainable parameter, with ``weight_decay``;
     * ``"no_decay"``: biases and normalization parameters (matched by module type, or by a name component
       in ``no_decay``), weight decay 0;
-    * ``"spectrum"``: low-rank spectra ``m``, and ``"threshold"``: STR thresholds ``s``, both with
-      ``threshold_decay`` — the sparsity knob (default ``weight_decay``: the paper's coupled decay) — learning
-      rate ``threshold_lr`` and Adam ``eps`` ``threshold_eps``. The spectrum must decay with the threshold:
-      ``α = k·e^s`` saturates at ``k`` as decay pulls ``s`` to 0, so undecayed spectra would simply outgrow it.
+    * ``"threshold"``: STR thresholds ``s``, with ``threshold_decay`` — the sparsity knob (default
+      ``weight_decay``) — learning rate ``threshold_lr`` and Adam ``eps`` ``threshold_eps``;
+    * ``"spectrum"``: low-rank spectra ``m``, same learning rate and eps, with ``spectrum_decay``. By default it is
+      what the threshold form needs: with the paper's absolute threshold ``α = k·e^s`` the spectrum decays with the
+      threshold (``threshold_decay``; ``α`` saturates at ``k`` as decay pulls ``s`` to 0, so undecayed spectra
+      would simply outgrow it); with thresholds relative to the spectrum's scale (``LowRankSTR(relative=True)``,
+      every one of them) it keeps the weights' decay, because the decay would only shrink the directions that
+      survive while ``s`` alone decides the rank.
 
     Why these groups have their own lr and eps: the paper updates ``s`` by SGD, where the step is proportional
     to the decay gradient ``λ·s``, so a larger λ cuts more. Under Adam with its default eps the normalized step
@@ -352,24 +362,26 @@ def param_groups(
     Args:
         model: a module carrying STR parametrizations (or none).
         weight_decay: L2 decay λ for weights.
-        threshold_decay: decay of thresholds ``s`` and low-rank spectra ``m``; ``None`` means ``weight_decay``.
+        threshold_decay: decay of thresholds ``s``; ``None`` means ``weight_decay``.
         threshold_lr: learning rate of spectra and thresholds (``None``: the optimizer's).
         threshold_eps: Adam/AdamW ``eps`` of spectra and thresholds (ignored by SGD; ``None``: the optimizer's).
         no_decay: name components (lower-case substrings of a parameter's dotted name) exempt from decay.
         lr: learning rate of the weight groups (``None``: the optimizer's).
+        spectrum_decay: decay of low-rank spectra ``m``; ``None``: as the threshold form needs (see above).
 
     Returns:
         list of parameter-group dicts, ready for ``torch.optim.Adam(groups, lr=...)`` or ``SGD``.
         Build the optimizer after registering every parametrization: registering replaces parameters.
     """
-    for label, value in (("weight_decay", weight_decay), ("threshold_decay", threshold_decay)):
+    for label, value in (("weight_decay", weight_decay), ("threshold_decay", threshold_decay),
+                         ("spectrum_decay", spectrum_decay)):
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"{label} must be a finite number >= 0, got {label}={value!r}")
     for label, value in (("threshold_lr", threshold_lr), ("threshold_eps", threshold_eps), ("lr", lr)):
         if value is not None and (not math.isfinite(value) or value <= 0):
             raise ValueError(f"{label} must be a positive finite number or None, got {label}={value!r}")
     no_decay = tuple(n.lower() for n in no_decay)
-    str_kinds = _str_parameters(model)
+    str_kinds, relative = _str_parameters(model)
     exempt: set[int] = set()
     for module in model.modules():
         if isinstance(module, _NORM_TYPES):
@@ -398,10 +410,19 @@ def param_groups(
 
     str_options = {"lr": threshold_lr, "eps": threshold_eps}
     str_decay = weight_decay if threshold_decay is None else threshold_decay
+    if spectrum_decay is None:
+        spectrum_decay = weight_decay if relative else str_decay
     groups = [
         group("weights", weights, weight_decay, lr=lr),
         group("no_decay", dense_exempt, 0.0, lr=lr),
-        group("spectrum", spectra, str_decay, **str_options),
+        group("spectrum", spectra, spectrum_decay, **str_options),
         group("threshold", thresholds, str_decay, **str_options),
     ]
     return [g for g in groups if g["params"]]
+
+
+def threshold_group(optimizer: torch.optim.Optimizer | None) -> dict | None:
+    """The ``"threshold"`` parameter group of :func:`param_groups` (the thresholds ``s`` only), if any."""
+    if optimizer is None:
+        return None
+    return next((g for g in optimizer.param_groups if g.get("name") == "threshold"), None)

@@ -18,10 +18,11 @@ from strrnn.callbacks import (
     NonFiniteLossError,
     NonFiniteLossGuard,
     RankLogger,
-    RankScheduleCallback,
+    RankRecipeCallback,
     ThresholdDecayWarmup,
 )
 from strrnn.fileio import CorruptCheckpointError
+from strrnn.spectral_gmp import SpectralGMP
 from strrnn.task import ClassificationTask, OptimConfig, ranks_frozen
 
 _Net = TinyNet
@@ -77,12 +78,12 @@ def test_rank_schedule_callback_lands_on_target_ranks_and_resumes(tmp_path):
     strrnn.lowrank_rnn(model, factors="orthogonal")
     task = ClassificationTask(model, OptimConfig(epochs=4))
     train, _ = _loaders()
-    callback = RankScheduleCallback(target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
+    callback = RankRecipeCallback(SpectralGMP, target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
     _trainer(tmp_path, [callback], epochs=4).fit(task, train)
     assert strrnn.rank(model.cell, "W") == 3 and strrnn.rank(model.cell, "U") == 5
-    assert callback.schedule.done and callback.state_dict()["steps"] == 4 * 6
+    assert callback.recipe.done and callback.state_dict()["steps"] == 4 * 6
     assert ranks_frozen(model)
-    fresh = RankScheduleCallback(target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
+    fresh = RankRecipeCallback(SpectralGMP, target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
     fresh.load_state_dict(callback.state_dict())
     assert fresh.state_dict() == callback.state_dict()  # kept until training starts
 
@@ -93,7 +94,7 @@ def test_rank_schedule_callback_rejects_bad_targets(tmp_path):
     task = ClassificationTask(model, OptimConfig(epochs=1))
     train, _ = _loaders()
     with pytest.raises(ValueError, match=r"unknown tensors \['cell.V'\]"):
-        _trainer(tmp_path, [RankScheduleCallback(target_ranks={"cell.V": 3})], epochs=1).fit(task, train)
+        _trainer(tmp_path, [RankRecipeCallback(SpectralGMP, target_ranks={"cell.V": 3})], epochs=1).fit(task, train)
 
 
 def test_decay_warmup_ramps_the_threshold_group_decay(tmp_path):

@@ -73,7 +73,8 @@ def test_help_shows_every_default_once_and_the_choices():
     for flag, text in entries.items():
         assert text.count("default:") <= 1, f"{flag} shows its default twice: {text}"
         assert "(default: None)" not in text, text
-    assert "default: exp for lowrank, sigmoid otherwise" in entries["--g"]
+    assert "default: exp for lowrank, sigmoid for unstructured" in entries["--g"]
+    assert "(default: 1.0 for lowrank" in entries["--threshold-decay"]
     for flag, names in [("--dataset", train.HELP_NAMES["dataset"]), ("--model", train.HELP_NAMES["model"]),
                         ("--optimizer", train.HELP_NAMES["optimizer"]), ("--cell", ["fastgrnn", "lstm"]),
                         ("--mode", ["dense", "lowrank", "fixed-rank", "unstructured"]), ("--pooling", ["last", "mean"]),
@@ -149,3 +150,10 @@ def test_logger_csv_is_always_kept_and_a_config_file_may_name_one(tmp_path):
     config.write_text("logger: tensorboard\n")
     assert train.parse_config(["--config", str(config), *out])["logger"] == ["csv", "tensorboard"]
     assert "logger" in train.OPERATIONAL  # resuming or reusing a run may change it
+
+
+def test_help_states_the_mode_defaults_the_registry_uses():
+    from strrnn.modes import MODES, STR_DECAY
+
+    assert f"(default: {STR_DECAY} for lowrank" in help_entries(run_module("--help").stdout)["--threshold-decay"]
+    assert MODES["lowrank-gmp"].defaults({})["strength"] == 0.6

@@ -35,7 +35,7 @@ def fake_run(folder: Path, *flags: str, test_acc: float = 0.5, ranks: dict | Non
         "dataset": config["dataset"], "mode": config["mode"], "model": None, "cell": "fastgrnn",
         "hidden_size": HIDDEN, "seed": config["seed"], "epochs": config["epochs"], "factors": config["factors"],
         "weight_decay": config["weight_decay"], "threshold_decay": None,
-        "strength": config["strength"] if config["mode"] == "lowrank" else None, "ranks": ranks,
+        "strength": config["threshold_decay"] if config["mode"] == "lowrank" else None, "ranks": ranks,
         "params_str_dense": DENSE_WU if ranks else 0, "params_str": params_str,
         "params_dense": runs.count_params(model), "params_exported": runs.count_params(model) - DENSE_WU + params_str
         if ranks else runs.count_params(model), "test_acc": test_acc,
@@ -67,7 +67,9 @@ def test_seeds_of_one_configuration_are_merged_and_operational_settings_do_not_s
     flags = ["--dataset", "google12", "--mode", "dense"]
     a = fake_run(tmp_path / "s0", *flags, "--seed", "0", test_acc=0.6)
     b = fake_run(tmp_path / "s1", *flags, "--seed", "1", "--logger", "tensorboard", "--num-workers", "2",
-                 "--strength", "0.9", test_acc=0.8)  # dense never reads --strength
+                 test_acc=0.8)
+    stored = yaml.safe_load((b / "config.yaml").read_text())
+    (b / "config.yaml").write_text(yaml.safe_dump({**stored, "strength": 0.9}))  # dense never reads --strength
     table = compare.compare([a, b])
     assert len(table) == 1
     row = table.iloc[0]

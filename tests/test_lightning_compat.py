@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 import strrnn
 from strrnn import callbacks, lightning_compat, task
 from strrnn.optional import MissingExtraError
+from strrnn.spectral_gmp import SpectralGMP
 
 L = pytest.importorskip("lightning.pytorch", reason="the unified lightning package is not installed")
 
@@ -45,12 +46,12 @@ def test_the_pytorch_lightning_classes_are_refused_by_a_lightning_trainer(tmp_pa
 
 
 def test_twins_share_the_code_and_differ_only_in_the_base():
-    twin = lightning_compat.RankScheduleCallback
+    twin = lightning_compat.RankRecipeCallback
     assert issubclass(twin, L.Callback) and not issubclass(twin, pytorch_lightning.Callback)
-    assert issubclass(callbacks.RankScheduleCallback, pytorch_lightning.Callback)
-    assert twin.on_train_batch_end is callbacks.RankScheduleCallback.on_train_batch_end
-    assert twin.__doc__ == callbacks.RankScheduleCallback.__doc__
-    assert lightning_compat.on_lightning(callbacks.RankScheduleCallback) is twin  # cached
+    assert issubclass(callbacks.RankRecipeCallback, pytorch_lightning.Callback)
+    assert twin.on_train_batch_end is callbacks.RankRecipeCallback.on_train_batch_end
+    assert twin.__doc__ == callbacks.RankRecipeCallback.__doc__
+    assert lightning_compat.on_lightning(callbacks.RankRecipeCallback) is twin  # cached
     assert issubclass(lightning_compat.ClassificationTask, L.LightningModule)
     assert set(lightning_compat.CLASSES) <= set(lightning_compat.__all__)
     with pytest.raises(TypeError, match="not one of strrnn's Lightning classes"):
@@ -62,7 +63,7 @@ def test_fit_resume_and_test_with_a_lightning_trainer(tmp_path):
     model = _Net()
     strrnn.lowrank_rnn(model, factors="orthogonal")
     module = lightning_compat.ClassificationTask(model, task.OptimConfig(epochs=4))
-    schedule = lightning_compat.RankScheduleCallback(target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
+    schedule = lightning_compat.RankRecipeCallback(SpectralGMP, target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
     checkpoint = L.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     cbs = [schedule, lightning_compat.RankLogger(tmp_path / "ranks.csv"), lightning_compat.NonFiniteLossGuard(),
            lightning_compat.EpochSeed(0), checkpoint]
@@ -75,7 +76,7 @@ def test_fit_resume_and_test_with_a_lightning_trainer(tmp_path):
     fresh = _Net()
     strrnn.lowrank_rnn(fresh, factors="orthogonal")
     resumed = lightning_compat.ClassificationTask(fresh, task.OptimConfig(epochs=4))
-    again = lightning_compat.RankScheduleCallback(target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
+    again = lightning_compat.RankRecipeCallback(SpectralGMP, target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
     trainer = _trainer(tmp_path, [again, lightning_compat.RankLogger(tmp_path / "ranks.csv")], epochs=4)
     trainer.fit(resumed, _loader(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert again.schedule.done and again.state_dict()["steps"] == 4 * 6

@@ -138,9 +138,12 @@ def test_huge_learning_rate_stops_the_run_and_exports_nothing(tmp_path, capsys):
     (["--devices", "0"], "--devices must be a positive number"),
     (["--hidden-size", "3000000"], "--hidden-size 3000000 is too large"),
     (["--threshold-lr", "0"], "--threshold-lr must be > 0"),
-    (["--schedule-end", "1.5"], "--schedule-end <= 1, got 0.05 and 1.5"),
-    (["--mode", "lowrank", "--factors", "free"], "needs --factors orthogonal"),
-    (["--mode", "lowrank", "--threshold-decay", "1e-2"], "--mode lowrank's knob is --strength"),
+    (["--mode", "lowrank-gmp", "--freeze-at", "1.5"], "--freeze-at must be <= 1, got 1.5"),
+    (["--mode", "lowrank-gmp", "--factors", "free"], "needs --factors orthogonal"),
+    (["--mode", "lowrank-gmp", "--threshold-decay", "1e-2"], "spectral GMP drives its thresholds: its knob is "
+                                                             "--strength"),
+    (["--mode", "lowrank", "--strength", "0.6"], "--mode lowrank's knob is --threshold-decay"),
+    (["--mode", "lowrank", "--recipe", "paper", "--freeze-at", "0.5"], "--recipe paper has no fine-tuning phase"),
     (["--precision", "half"], "unknown --precision 'half'"),
 ])
 def test_bad_values_are_refused_before_any_work(tmp_path, capsys, args, message):
@@ -151,9 +154,9 @@ def test_bad_values_are_refused_before_any_work(tmp_path, capsys, args, message)
 
 def test_yaml_values_go_through_each_flags_type(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("schedule_end: 6e-1\nlr: 3e-3\nepochs: '7'\nprogress_bar: false\ntarget_rank: [3, 4]\n")
+    config.write_text("freeze_at: 6e-1\nlr: 3e-3\nepochs: '7'\nprogress_bar: false\ntarget_rank: [3, 4]\n")
     parsed = train.parse_config(["--config", str(config), "--mode", "lowrank", "--out", str(tmp_path / "x")])
-    assert parsed["schedule_end"] == 0.6 and parsed["lr"] == 0.003 and parsed["epochs"] == 7
+    assert parsed["freeze_at"] == 0.6 and parsed["lr"] == 0.003 and parsed["epochs"] == 7
     assert parsed["progress_bar"] is False and parsed["target_rank"] == [3, 4]
     config.write_text("threshold_decay: 1e-2\n")  # YAML 1.1 reads 1e-2 as a string
     parsed = train.parse_config(["--config", str(config), "--mode", "unstructured", "--out", str(tmp_path / "x")])

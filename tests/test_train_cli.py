@@ -42,7 +42,9 @@ def subprocess_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedPr
 @needs_fsdd
 @pytest.mark.parametrize("mode_args", [
     ["--mode", "dense"],
-    ["--mode", "lowrank", "--strength", "0.6"],
+    ["--mode", "lowrank"],
+    ["--mode", "lowrank", "--recipe", "paper"],
+    ["--mode", "lowrank-gmp", "--strength", "0.6"],
     ["--mode", "fixed-rank", "--rank-w", "8", "--rank-u", "12"],
     ["--mode", "unstructured", "--s-init", "-5"],
     ["--mode", "lowrank", "--cell", "lstm"],
@@ -62,7 +64,7 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
     if mode == "fixed-rank":
         assert s["ranks"] == {"rnn.cells.0.W": 8, "rnn.cells.0.U": 12}
         assert s["params_str"] == 8 * (32 + 32) + 12 * (32 + 32)
-    if mode == "lowrank":
+    if mode in ("lowrank", "lowrank-gmp"):
         assert set(s["ranks"]) == {"rnn.cells.0.W", "rnn.cells.0.U"}
         with (out / "ranks.csv").open() as handle:
             rows = list(csv.DictReader(handle))
@@ -80,7 +82,8 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
 
 
 @needs_fsdd
-@pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank", "--strength", "0.6"]])
+@pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank"],
+                                       ["--mode", "lowrank", "--recipe", "paper"]])
 def test_evaluate_reproduces_the_test_accuracy_of_training(tmp_path, mode_args):
     """The exported model, rebuilt from exported.pt by evaluate, scores exactly what training reported."""
     from strrnn.cli.evaluate import evaluate
@@ -110,6 +113,25 @@ def test_budget_control_lands_exactly_on_target_ranks_and_budget_from_transfers_
                    tmp_path / "lstm") == 2
     err = capsys.readouterr().err
     assert "--cell lstm here, fastgrnn there" in err and "Traceback" not in err
+
+
+@needs_fsdd
+@pytest.mark.parametrize("flag, value, other", [("--g", "exp", "sigmoid"), ("--s-init", "-2", "-6"),
+                                                ("--threshold-decay", "0.3", "3")])
+def test_each_str_knob_of_mode_lowrank_changes_the_learned_thresholds(tmp_path, flag, value, other):
+    """--mode lowrank learns its thresholds: every knob it accepts changes what it learns (here: the thresholds
+    logged per epoch, and the s stored in the checkpoint)."""
+    thresholds, s_values = [], []
+    for v in (value, other):
+        out = tmp_path / v
+        start = [] if flag == "--s-init" else ["--s-init", "-1"]  # where exp and sigmoid differ
+        assert run_cli(FAST + ["--mode", "lowrank", "--freeze-at", "1.0", *start, flag, v], out) == 0
+        with (out / "ranks.csv").open() as handle:
+            thresholds.append([float(r["threshold"]) for r in csv.DictReader(handle)])
+        state = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
+        s_values.append(sorted(float(t) for k, t in state.items() if k.endswith("threshold.s")))
+    assert thresholds[0] != thresholds[1]
+    assert s_values[0] != s_values[1]
 
 
 @needs_fsdd

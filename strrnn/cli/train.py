@@ -66,7 +66,10 @@ HELP_NAMES = {
 # --mode's help: each registered mode (strrnn.modes) and its summary
 MODE_SUMMARIES = {
     "dense": "the model as built",
-    "lowrank": "LowRankSTR on every recurrent W and U: STR learns the ranks",
+    "lowrank": "LowRankSTR on every recurrent W and U: STR learns the ranks (thresholds trained by the loss, raised "
+               "by --threshold-decay)",
+    "lowrank-gmp": "spectral GMP, the baseline: LowRankSTR's thresholds driven (not learned) along GMP's cubic "
+                   "schedule to --strength x each matrix's largest singular value, then frozen",
     "fixed-rank": "vanilla factorization at --rank-w/--rank-u or at the ranks of --budget-from RUN",
     "unstructured": "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
     "gmp": "gradual magnitude pruning (cubic schedule) to --sparsity or an STR run's budget",
@@ -157,23 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--sparsity", type=float, default=None, help="gmp/dnw/magnitude: overall target sparsity (0-1)")
     m.add_argument("--budget-distribution", default="uniform",
                    help="gmp/dnw/magnitude with --sparsity: " + _one_of(("uniform", "erk")))
+    m.add_argument("--recipe", default=None,
+                   help="lowrank: 'default' — orthogonal factors, thresholds relative to each matrix's largest "
+                        "singular value, ranks frozen at --freeze-at then fine-tuned — or 'paper' — the STR paper as "
+                        "published: free factors, absolute e^s, the decay on m and s, no fine-tuning "
+                        "(default: default)")
     m.add_argument("--factors", default=None,
-                   help=f"{_one_of(HELP_NAMES['factors'])} (default: orthogonal for lowrank, which needs them; "
-                        "free — plain A·B — for fixed-rank)")
+                   help=f"{_one_of(HELP_NAMES['factors'])} (default: orthogonal for lowrank and lowrank-gmp; free "
+                        "— plain A·B — for fixed-rank and lowrank --recipe paper)")
+    m.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,
+                   help="lowrank: threshold relative to each matrix's scale, alpha = e^s·max|m| (default: on; off "
+                        "with --recipe paper)")
     m.add_argument("--g", default=None,
-                   help=f"threshold function, {_one_of(HELP_NAMES['g'])} (default: exp for lowrank, sigmoid "
-                        "otherwise)")
-    m.add_argument("--s-init", type=float, default=-10.0, help="initial threshold parameter s")
-    m.add_argument("--min-rank", type=int, default=1, help="spectrum entries the threshold can never cut")
-    m.add_argument("--strength", type=float, default=0.6,
-                   help="lowrank: the rank knob — directions below this fraction of each matrix's largest singular "
-                        "value are cut by the end of the schedule (0 keeps every rank; larger cuts more)")
-    m.add_argument("--schedule-start", type=float, default=0.05,
-                   help="lowrank: fraction of training where the threshold starts rising")
-    m.add_argument("--schedule-end", type=float, default=0.4,
-                   help="lowrank: fraction of training where the ranks are frozen (the rest fine-tunes at them)")
+                   help=f"threshold function, {_one_of(HELP_NAMES['g'])} (default: exp for lowrank, sigmoid for "
+                        "unstructured)")
+    m.add_argument("--s-init", type=float, default=-10.0, help="STR: initial threshold parameter s")
+    m.add_argument("--min-rank", type=int, default=1, help="low-rank: spectrum entries the threshold can never cut")
+    m.add_argument("--freeze-at", type=float, default=None,
+                   help="lowrank, lowrank-gmp: fraction of training where the ranks are frozen and the rest "
+                        "fine-tunes at them (default: 0.4)")
     m.add_argument("--rewarm", action=argparse.BooleanOptionalAction, default=True,
-                   help="lowrank: restart the learning-rate schedule where the ranks freeze")
+                   help="lowrank, lowrank-gmp: restart the learning-rate schedule where the ranks freeze")
+    m.add_argument("--strength", type=float, default=None,
+                   help="lowrank-gmp: its knob — directions below this fraction of each matrix's largest singular "
+                        "value are pruned by --freeze-at (0 keeps every rank; larger cuts more; default: 0.6)")
+    m.add_argument("--schedule-start", type=float, default=None,
+                   help="lowrank-gmp: fraction of training where the driven threshold starts rising (default: 0.05)")
     m.add_argument("--target-rank", default=None, help="budget control: 'W,U' ranks for every cell")
     m.add_argument("--target-params", type=int, default=None,
                    help="budget control: total parameters of the low-rank tensors after export")
@@ -188,11 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", type=float, default=1e-3,
                    help="L2 decay λ of the weights (unstructured STR: also the sparsity knob)")
     o.add_argument("--threshold-decay", type=float, default=None,
-                   help="unstructured: decay of the thresholds, the sparsity knob (default: --weight-decay)")
+                   help="STR's knob, the decay λ that raises the learned thresholds (larger cuts more) of lowrank "
+                        "and unstructured (default: 1.0 for lowrank, --weight-decay for unstructured and lowrank "
+                        "--recipe paper)")
     o.add_argument("--threshold-lr", type=float, default=None,
                    help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
-    o.add_argument("--decay-warmup", type=float, default=0.15,
-                   help="unstructured: fraction of the epochs over which the threshold decay ramps up from 0")
+    o.add_argument("--decay-warmup", type=float, default=None,
+                   help="lowrank, unstructured: fraction of training over which the threshold decay ramps up from 0 "
+                        "(default: 0 for lowrank, 0.15 for unstructured)")
     o.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy loss")
     o.add_argument("--seed", type=int, default=0, help="of the weights, the data split and the batch order")
 
@@ -255,7 +270,7 @@ def parse_config(argv: list[str]) -> dict:
             config[key] = value
     if config["augment"] is None:
         config["augment"] = False
-    validate(config)
+    validate(config, explicit_flags(argv) - OPERATIONAL)
     return config
 
 
@@ -317,35 +332,39 @@ def _choice(config: dict, key: str, choices) -> None:
                          f"{close_match(str(config[key]), choices)}")
 
 
-def validate(config: dict) -> None:
-    """Reject unknown names and contradictory flags with a message that says how to fix them."""
+def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> None:
+    """Reject unknown names and contradictory flags with a message that says how to fix them; fill in the defaults
+    that depend on ``--mode``. ``given``: the flags given on the command line (one the mode never reads is
+    refused)."""
     # the registries themselves (they import torch and Lightning): HELP_NAMES only serves --help
     from .. import artifacts
     from ..cells import available_cells as cell_names
     from ..low_rank import FACTOR_KINDS
     from ..modes import check_mode_flags
     from ..task import OPTIMIZERS, SCHEDULERS
+    from ..threshold import threshold_functions
 
     _choice(config, "dataset", artifacts.dataset_names())
     _choice(config, "cell", cell_names())
-    if config["factors"] is None:
-        config["factors"] = "orthogonal" if config["mode"] == "lowrank" else "free"
-    _choice(config, "factors", FACTOR_KINDS)
     _choice(config, "pooling", ("last", "mean"))
     if config["model"] is not None:
         _choice(config, "model", artifacts.model_names())
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
-    check_mode_flags(config)  # an unknown --mode: names the closest one
+    _number(config, ("lr", "weight_decay", "threshold_decay", "momentum", "label_smoothing"), low=0.0)
+    _number(config, ("decay_warmup", "schedule_start", "freeze_at"), low=0.0, high=1.0)
+    _number(config, ("strength",), low=0.0)
+    # an unknown --mode names the closest one; flags the mode never reads are refused; the mode's defaults fill in
+    check_mode_flags(config, given)
+    for key, names in (("factors", FACTOR_KINDS), ("g", threshold_functions())):
+        if config[key] is not None:
+            _choice(config, key, names)
     if config["resume"] and config["overwrite"]:
         raise UsageError("--resume and --overwrite contradict each other; choose one")
     for key in ("epochs", "batch_size", "hidden_size", "num_layers"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {config[key]!r}")
-    _number(config, ("lr", "weight_decay", "threshold_decay", "momentum", "label_smoothing"), low=0.0)
     _number(config, ("threshold_lr",), low=0.0, strict=True)
-    _number(config, ("decay_warmup", "schedule_start", "schedule_end"), low=0.0, high=1.0)
-    _number(config, ("strength",), low=0.0)
     _number(config, ("s_init",))
     if config["limit_batches"] is not None and not (config["limit_batches"] > 0):
         raise UsageError(f"--limit-batches must be > 0 (a fraction <= 1 or a number of batches), got "
@@ -553,7 +572,7 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     import torch
 
     from .. import artifacts
-    from ..callbacks import NonFiniteLossError
+    from ..callbacks import NonFiniteLossError, RankRecipeCallback
     from ..reporting import model_size, report
 
     model = task.model.cpu()
@@ -581,12 +600,13 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     summary = {
         "dataset": config["dataset"], "mode": config["mode"], "model": config["model"], "cell": config["cell"],
         "hidden_size": config["hidden_size"], "seed": config["seed"], "epochs": config["epochs"],
-        "weight_decay": config["weight_decay"], "factors": config["factors"],
+        "weight_decay": config["weight_decay"], "factors": config["factors"], "recipe": config.get("recipe"),
         "threshold_decay": config["threshold_decay"] if config["threshold_decay"] is not None
         else config["weight_decay"],
         # the knob of the run's budget: lowrank's strength (or its budget), unstructured's threshold decay
         "strength": _strength(config),
         "ranks": ranks,
+        **_budget_report(trainer, RankRecipeCallback),
         "sparsity": float(table.iloc[-1]["sparsity"]) if not table.empty else 0.0,
         "params_str_dense": int(table.iloc[-1]["params_dense"]) if not table.empty else 0,
         "params_str": int(table.iloc[-1]["params"]) if not table.empty else 0,
@@ -607,13 +627,22 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     return summary
 
 
+def _budget_report(trainer, callback_type) -> dict:
+    """A low-rank recipe's budget (``--target-rank`` / ``--target-params``) as parameters, and whether STR's own
+    learned ranks met it (``budget_met_by_str``; False: the ranks were cut to it by magnitude at the freeze)."""
+    recipe = next((c.recipe for c in trainer.callbacks if isinstance(c, callback_type)), None)
+    if recipe is None or not recipe.budgeted:
+        return {}
+    return {"budget_params": recipe.target(), "budget_met_by_str": getattr(recipe, "budget_met_by_str", None)}
+
+
 def _strength(config: dict):
-    if config["mode"] == "lowrank":
+    if config["mode"] in ("lowrank", "lowrank-gmp"):
         if config.get("target_rank") is not None:
             return "ranks " + ",".join(map(str, config["target_rank"]))
         if config.get("target_params") is not None:
             return f"{config['target_params']} params"
-        return config["strength"]
+        return config["threshold_decay"] if config["mode"] == "lowrank" else config["strength"]
     if config["mode"] == "unstructured":
         return config["threshold_decay"] if config["threshold_decay"] is not None else config["weight_decay"]
     return None

@@ -1,4 +1,4 @@
-"""strrnn.RankSchedule on its own: the plain-PyTorch recipe (no Lightning)."""
+"""strrnn.SpectralGMP (spectral GMP, the baseline) on its own: the plain-PyTorch recipe (no Lightning)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 import strrnn
 from strrnn.factored import low_rank_params, originals
-from strrnn.schedule import cubic, ranks_for_params
+from strrnn.spectral_gmp import cubic, ranks_for_params
 
 
 def _model(seed: int = 0, factors: str = "orthogonal") -> nn.Module:
@@ -50,7 +50,7 @@ def test_cubic_schedule_values():
 def test_threshold_follows_the_schedule_relative_to_the_largest_singular_value(one_thread):
     model = _model()
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=40, strength=0.6, start=0.1, end=0.5)
+    sched = strrnn.SpectralGMP(model, opt, total_steps=40, strength=0.6, start=0.1, end=0.5)
     cell = model.rnn.cells[0]
     p = cell.parametrizations["U"][0]
     for _ in range(10):  # 25% of training: halfway through the schedule
@@ -65,7 +65,7 @@ def test_threshold_follows_the_schedule_relative_to_the_largest_singular_value(o
 def test_freeze_releases_into_plain_factors_and_resets_their_optimizer_state(one_thread):
     model = _model()
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=20, strength=0.7, start=0.0, end=0.5)
+    sched = strrnn.SpectralGMP(model, opt, total_steps=20, strength=0.7, start=0.0, end=0.5)
     _train(model, sched, opt, 9)
     cell = model.rnn.cells[0]
     assert all(t in opt.state for t in originals(cell, "U"))
@@ -92,7 +92,7 @@ def test_stronger_strength_cuts_more(one_thread):
     for strength in (0.0, 0.3, 0.6, 0.9):
         model = _model()
         opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-        sched = strrnn.RankSchedule(model, opt, total_steps=12, strength=strength, start=0.0, end=0.5)
+        sched = strrnn.SpectralGMP(model, opt, total_steps=12, strength=strength, start=0.0, end=0.5)
         _train(model, sched, opt, 6)
         assert sched.done
         params.append(sched.params())
@@ -104,7 +104,7 @@ def test_target_ranks_are_met_exactly(one_thread):
     model = _model()
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
     targets = {"rnn.cells.0.W": 2, "rnn.cells.0.U": 5}
-    sched = strrnn.RankSchedule(model, opt, total_steps=20, target_ranks=targets, end=0.5)
+    sched = strrnn.SpectralGMP(model, opt, total_steps=20, target_ranks=targets, end=0.5)
     _train(model, sched, opt, 20)
     assert sched.done and sched.ranks() == targets
 
@@ -112,7 +112,7 @@ def test_target_ranks_are_met_exactly(one_thread):
 def test_target_params_is_filled_from_the_top(one_thread):
     model = _model()
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=20, target_params=150, end=0.5)  # dense: 72 + 144
+    sched = strrnn.SpectralGMP(model, opt, total_steps=20, target_params=150, end=0.5)  # dense: 72 + 144
     _train(model, sched, opt, 20)
     assert sched.done
     assert 150 - 24 < sched.params() <= 150  # within one rank step of U (12 + 12)
@@ -122,7 +122,7 @@ def test_state_dict_resumes_identically(one_thread):
     def run(split: int | None):
         model = _model(seed=3)
         opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-        sched = strrnn.RankSchedule(model, opt, total_steps=16, strength=0.6, start=0.0, end=0.5)
+        sched = strrnn.SpectralGMP(model, opt, total_steps=16, strength=0.6, start=0.0, end=0.5)
         if split is None:
             _train(model, sched, opt, 16)
             return model
@@ -132,7 +132,7 @@ def test_state_dict_resumes_identically(one_thread):
         fresh.load_state_dict(state["model"])
         opt2 = torch.optim.Adam(strrnn.param_groups(fresh, weight_decay=1e-3), lr=1e-3)
         opt2.load_state_dict(state["opt"])
-        sched2 = strrnn.RankSchedule(fresh, opt2, total_steps=16, strength=0.6, start=0.0, end=0.5)
+        sched2 = strrnn.SpectralGMP(fresh, opt2, total_steps=16, strength=0.6, start=0.0, end=0.5)
         sched2.load_state_dict(state["sched"])
         x, y = _data()
         for step in range(split, 16):
@@ -153,16 +153,16 @@ def test_state_dict_resumes_identically(one_thread):
 def test_bad_use_is_refused():
     free = _model(factors="free")
     with pytest.raises(ValueError, match="needs orthogonal factors"):
-        strrnn.RankSchedule(free, None, total_steps=10)
+        strrnn.SpectralGMP(free, None, total_steps=10)
     with pytest.raises(ValueError, match="no low-rank STR tensor"):
-        strrnn.RankSchedule(nn.Linear(3, 3), None, total_steps=10)
+        strrnn.SpectralGMP(nn.Linear(3, 3), None, total_steps=10)
     model = _model()
     with pytest.raises(ValueError, match="strength"):
-        strrnn.RankSchedule(model, None, total_steps=10, strength=1.5)
+        strrnn.SpectralGMP(model, None, total_steps=10, strength=1.5)
     with pytest.raises(ValueError, match="unknown tensors"):
-        strrnn.RankSchedule(model, None, total_steps=10, target_ranks={"rnn.cells.0.V": 2})
+        strrnn.SpectralGMP(model, None, total_steps=10, target_ranks={"rnn.cells.0.V": 2})
     with pytest.raises(ValueError, match="below what min_rank keeps"):
-        strrnn.RankSchedule(model, None, total_steps=10, target_params=5)
+        strrnn.SpectralGMP(model, None, total_steps=10, target_params=5)
 
 
 def test_ranks_for_params_removes_the_relatively_weakest_direction():
@@ -178,7 +178,7 @@ def test_ranks_for_params_removes_the_relatively_weakest_direction():
 def test_lr_lambda_restarts_the_cosine_at_the_freeze(one_thread):
     model = _model()
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3), lr=1e-3)
-    sched = strrnn.RankSchedule(model, opt, total_steps=20, strength=0.5, start=0.0, end=0.5)
+    sched = strrnn.SpectralGMP(model, opt, total_steps=20, strength=0.5, start=0.0, end=0.5)
     lr = torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_lambda)
     seen = []
     for _ in range(20):
@@ -188,7 +188,7 @@ def test_lr_lambda_restarts_the_cosine_at_the_freeze(one_thread):
     assert sched.restart_step == 10
     assert seen[8] < seen[0] and seen[9] == pytest.approx(1e-3)  # back to the full rate at the freeze
     assert seen[-1] == pytest.approx(0.0, abs=1e-9)
-    no_rewarm = strrnn.RankSchedule(_model(), None, total_steps=20, strength=0.5, start=0.0, end=0.5, rewarm=False)
+    no_rewarm = strrnn.SpectralGMP(_model(), None, total_steps=20, strength=0.5, start=0.0, end=0.5, rewarm=False)
     for _ in range(20):
         no_rewarm.step()
     assert no_rewarm.restart_step is None and no_rewarm.lr_lambda(10) == pytest.approx(0.5)
@@ -196,7 +196,7 @@ def test_lr_lambda_restarts_the_cosine_at_the_freeze(one_thread):
 
 def test_the_schedule_cuts_with_a_hard_threshold(one_thread):
     model = _model()
-    sched = strrnn.RankSchedule(model, None, total_steps=20, strength=0.6, start=0.0, end=0.9)
+    sched = strrnn.SpectralGMP(model, None, total_steps=20, strength=0.6, start=0.0, end=0.9)
     for _ in range(8):
         sched.step()
     cell = model.rnn.cells[0]
