@@ -13,8 +13,14 @@ the spectral norm, so :math:`e^s` is the fraction of the largest singular value 
 The learned rank is :math:`\operatorname{nnz}(S(m, \alpha))`.
 
 * ``factors="free"`` (the paper's form, STR §4.2.1): ``A``, ``B`` unconstrained, ``m`` starts at ones.
-* ``factors="orthogonal"``: ``A`` and ``B`` are kept orthonormal by a QR retraction in ``forward`` (columns of
-  ``A``, rows of ``B``), so :math:`|S(m)|` are exactly the singular values of ``W`` and the rank is exact.
+* ``factors="orthogonal"``: ``A`` and ``B`` are kept orthonormal (columns of ``A``, rows of ``B``), so :math:`|S(m)|`
+  are exactly the singular values of ``W`` and the rank is exact. They are kept so by a *retraction*: whenever the
+  factors changed since the last forward pass (an optimizer step, a load), they are re-orthonormalized in place by a
+  QR factorization, without gradient, before they are used; the forward pass then multiplies by ``A`` and ``B``
+  themselves (the optimizer's step is projected back onto the orthonormal matrices — Riemannian optimization by
+  retraction). This costs one QR per changed factor and no QR backward, and every read of the spectrum (the
+  threshold, the rank, the report, export) sees exact singular values. Where the factors cannot be changed in place
+  (they are not leaves, or under ``torch.jit.trace`` / ``torch.compile``) the QR runs inside the graph instead.
 
 ``right_inverse(W)`` is the (truncated) SVD :math:`W = U\Sigma V^\top`: free factors take
 :math:`A = U\sqrt\Sigma`, :math:`B = \sqrt\Sigma V^\top`, :math:`m = 1 + \alpha`; orthogonal factors take
@@ -68,6 +74,14 @@ _LINALG_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex12
 def _linalg_dtype(x: torch.Tensor) -> torch.Tensor:
     """``x`` in a dtype QR/SVD support: half precision (float16, bfloat16) is computed in float32."""
     return x if x.dtype in _LINALG_DTYPES else x.float()
+
+
+def _retractable(A: torch.Tensor, B: torch.Tensor) -> bool:
+    """Whether the orthogonal factors may be re-orthonormalized in place: leaves (the parametrization's own
+    originals), outside tracing and compiling (which must see the orthonormalization as graph ops)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    return A.is_leaf and B.is_leaf
 
 
 def _orthonormal_columns(x: torch.Tensor) -> torch.Tensor:
@@ -145,6 +159,7 @@ class LowRankSTR(nn.Module):
         self.register_buffer("released", torch.zeros((), dtype=torch.bool))
         self.register_buffer("release_mask", torch.zeros(max_rank))
         self._is_released = False  # a Python copy of `released`: no device sync per forward
+        self._retracted: tuple | None = None  # (ids, versions) of the factors as last re-orthonormalized
 
     @property
     def is_released(self) -> bool:
@@ -234,9 +249,22 @@ class LowRankSTR(nn.Module):
         cheaper than materializing ``W``.
         """
         if self.factor_kind == "orthogonal" and not self._is_released:
-            A = _orthonormal_columns(A)
-            B = _orthonormal_columns(B.mT).mT
+            if _retractable(A, B):
+                self._retract(A, B)
+            else:  # not ours to change in place: orthonormalize inside the graph
+                A = _orthonormal_columns(A)
+                B = _orthonormal_columns(B.mT).mT
         return A, self.thresholded(m), B
+
+    @torch.no_grad()
+    def _retract(self, A: torch.Tensor, B: torch.Tensor) -> None:
+        """Re-orthonormalize ``A`` (columns) and ``B`` (rows) in place if they changed since the last retraction."""
+        seen = (id(A), A._version, id(B), B._version)
+        if seen == self._retracted:
+            return
+        A.copy_(_orthonormal_columns(A))
+        B.copy_(_orthonormal_columns(B.mT).mT)
+        self._retracted = (id(A), A._version, id(B), B._version)
 
     @torch.no_grad()
     def release(self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor) -> int:

@@ -5,7 +5,8 @@ it needs, when an epoch may become ``best.ckpt``, and how an exported model of t
 The CLI's ``--mode`` choices are the registry's names; adding a mode is one :func:`register_mode` call.
 
     dense         the model as built
-    lowrank       LowRankSTR on every recurrent W and U: STR learns the ranks (--recipe paper: as published)
+    lowrank       LowRankSTR on every recurrent W and U: STR learns the ranks, then fine-tunes at them
+    lowrank-paper the STR paper's low-rank recipe as published
     lowrank-gmp   spectral GMP, the baseline: the same thresholds driven along a schedule, not learned
     fixed-rank    vanilla factorization at --rank-w/--rank-u, or at the ranks an STR run learned (--budget-from)
     unstructured  UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity
@@ -89,8 +90,8 @@ MODES: dict[str, Mode] = {}
 # flags that only some modes accept (every other flag applies to every mode)
 MODE_FLAGS = ("rank_w", "rank_u", "budget_from", "sparsity", "target_rank", "target_params")
 # the threshold's knobs: read by the STR modes only (each mode says which of them it ignores)
-STR_KNOBS = frozenset({"g", "s_init", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "recipe",
-                       "relative", "threshold_decay", "threshold_lr", "decay_warmup"})
+STR_KNOBS = frozenset({"g", "s_init", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "relative",
+                       "threshold_decay", "threshold_lr", "decay_warmup"})
 
 
 def register_mode(mode: Mode) -> Mode:
@@ -143,6 +144,8 @@ _KNOB_HINTS = {
     ("lowrank", "strength"): " (spectral GMP's knob); --mode lowrank's knob is --threshold-decay, the decay that "
                              "raises the learned thresholds (or --target-rank / --target-params)",
     ("lowrank", "schedule_start"): " (spectral GMP drives its thresholds along a schedule; STR learns them)",
+    ("lowrank-paper", "freeze_at"): " (the paper's recipe has no fine-tuning phase: the thresholds learn to the end)",
+    ("lowrank-paper", "rewarm"): " (the paper's recipe has no fine-tuning phase to restart the learning rate for)",
     ("lowrank-gmp", "threshold_decay"): " (learned STR's knob); spectral GMP drives its thresholds: its knob is "
                                         "--strength (or --target-rank / --target-params)",
     ("lowrank-gmp", "g"): " (spectral GMP sets each threshold directly, it learns no s)",
@@ -160,19 +163,21 @@ register_mode(Mode("dense", "the model as built", apply=_nothing, ignores=STR_KN
 
 
 # --- lowrank: learned STR, and lowrank-gmp: the driven baseline ----------------------------------------------
-# --mode lowrank's defaults (--recipe default), chosen in the parity study (benchmarks/parity): the decay λ on s
-# that leaves about half of FSDD's W,U parameters, and the decay warm-up.
+# --mode lowrank's defaults, chosen in the parity study (benchmarks/parity): the decay λ on s that leaves about half
+# of FSDD's W,U parameters, and the decay warm-up.
 STR_DECAY = 1.0
 STR_DECAY_WARMUP = 0.0
-RECIPES = ("default", "paper")
 
 
 def _lowrank_defaults(config: dict) -> dict:
-    if config.get("recipe") == "paper":  # the paper as published: free factors, absolute e^s, λ on m and s
-        return {"factors": "free", "relative": False, "g": "exp", "threshold_decay": config["weight_decay"],
-                "decay_warmup": 0.0}
-    return {"recipe": "default", "factors": "orthogonal", "relative": True, "g": "exp", "threshold_decay": STR_DECAY,
+    return {"factors": "orthogonal", "relative": True, "g": "exp", "threshold_decay": STR_DECAY,
             "decay_warmup": STR_DECAY_WARMUP, "freeze_at": 0.4}
+
+
+def _paper_defaults(config: dict) -> dict:
+    # the paper as published: free factors, absolute e^s, the decay λ on m and s (its λ: the weights' 1e-3)
+    return {"factors": "free", "relative": False, "g": "exp", "threshold_decay": config["weight_decay"],
+            "decay_warmup": 0.0}
 
 
 def _apply_lowrank(model: nn.Module, config: dict) -> None:
@@ -190,16 +195,8 @@ def _validate_budget(config: dict) -> None:
 
 
 def _validate_lowrank(config: dict) -> None:
-    if config["recipe"] not in RECIPES:
-        raise UsageError(f"unknown --recipe {config['recipe']!r}; choose one of: {', '.join(RECIPES)}"
-                         f"{close_match(config['recipe'], RECIPES)}")
     _validate_budget(config)
-    if config["recipe"] == "paper":
-        given = [k for k in ("freeze_at", "target_rank", "target_params") if config.get(k) is not None]
-        if given:
-            raise UsageError(f"--recipe paper has no fine-tuning phase, so {_flag(given[0])} has no effect; drop it, "
-                             "or use --recipe default (freeze at the learned ranks, then fine-tune)")
-    elif not 0 < config["freeze_at"] <= 1:
+    if not 0 < config["freeze_at"] <= 1:
         raise UsageError(f"--freeze-at is a fraction of training in (0, 1], got {config['freeze_at']}")
 
 
@@ -215,16 +212,16 @@ def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
     from .callbacks import RankRecipeCallback
     from .str_recipe import STRRecipe
 
-    paper = config["recipe"] == "paper"
-    return [RankRecipeCallback(STRRecipe, freeze_at=None if paper else config["freeze_at"],
-                               decay_warmup=config["decay_warmup"], rewarm=config["rewarm"] and not paper,
-                               **_budget_options(config, model))]
+    if config["mode"] == "lowrank-paper":  # no freeze, no fine-tuning phase: the thresholds learn to the end
+        return [RankRecipeCallback(STRRecipe, freeze_at=None, decay_warmup=config["decay_warmup"], rewarm=False)]
+    return [RankRecipeCallback(STRRecipe, freeze_at=config["freeze_at"], decay_warmup=config["decay_warmup"],
+                               rewarm=config["rewarm"], **_budget_options(config, model))]
 
 
 def _lowrank_selectable(config: dict, task, callbacks):
     from .task import ranks_frozen
 
-    if config.get("recipe") == "paper":  # the thresholds learn to the end: the final model carries the budget
+    if config["mode"] == "lowrank-paper":  # the thresholds learn to the end: the final model carries the budget
         return _last_epoch(config, task, callbacks)
     return lambda: ranks_frozen(task.model)  # best.ckpt only at the final ranks
 
@@ -245,10 +242,16 @@ def _reload_low_rank(model: nn.Module, config: dict, ranks: dict) -> None:
 
 register_mode(Mode(
     "lowrank", "LowRankSTR on every recurrent W and U: STR learns the ranks (thresholds trained by the loss, "
-    "raised by --threshold-decay)", apply=_apply_lowrank,
+    "raised by --threshold-decay), then fine-tunes at them", apply=_apply_lowrank,
     flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank, callbacks=_lowrank_callbacks,
     selectable=_lowrank_selectable, reload=_reload_low_rank, ignores=frozenset({"strength", "schedule_start"}),
     defaults=_lowrank_defaults,
+))
+register_mode(Mode(
+    "lowrank-paper", "the STR paper's low-rank recipe as published: free factors, absolute e^s, --threshold-decay "
+    "on m and s, no fine-tuning phase", apply=_apply_lowrank, callbacks=_lowrank_callbacks,
+    selectable=_lowrank_selectable, reload=_reload_low_rank,
+    ignores=frozenset({"strength", "schedule_start", "freeze_at", "rewarm"}), defaults=_paper_defaults,
 ))
 
 
@@ -282,7 +285,7 @@ register_mode(Mode(
     "schedule to --strength x each matrix's largest singular value, then frozen", apply=_apply_lowrank_gmp,
     flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank_gmp,
     callbacks=_lowrank_gmp_callbacks, selectable=_lowrank_selectable, reload=_reload_low_rank,
-    ignores=frozenset({"g", "s_init", "threshold_decay", "decay_warmup", "recipe", "relative"}),
+    ignores=frozenset({"g", "s_init", "threshold_decay", "decay_warmup", "relative"}),
     defaults=lambda config: {"factors": "orthogonal", "strength": 0.6, "schedule_start": 0.05, "freeze_at": 0.4},
 ))
 
@@ -381,8 +384,7 @@ def _last_epoch(config: dict, task, callbacks):
 register_mode(Mode(
     "unstructured", "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
     apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch,
-    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "recipe",
-                       "relative"}),
+    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "relative"}),
     defaults=lambda config: {"g": "sigmoid", "decay_warmup": 0.15},
 ))
 

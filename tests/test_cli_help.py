@@ -73,7 +73,7 @@ def test_help_shows_every_default_once_and_the_choices():
     for flag, text in entries.items():
         assert text.count("default:") <= 1, f"{flag} shows its default twice: {text}"
         assert "(default: None)" not in text, text
-    assert "default: exp for lowrank, sigmoid for unstructured" in entries["--g"]
+    assert "default: exp for lowrank and lowrank-paper, sigmoid for unstructured" in entries["--g"]
     assert "(default: 1.0 for lowrank" in entries["--threshold-decay"]
     for flag, names in [("--dataset", train.HELP_NAMES["dataset"]), ("--model", train.HELP_NAMES["model"]),
                         ("--optimizer", train.HELP_NAMES["optimizer"]), ("--cell", ["fastgrnn", "lstm"]),

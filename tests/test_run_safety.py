@@ -143,7 +143,7 @@ def test_huge_learning_rate_stops_the_run_and_exports_nothing(tmp_path, capsys):
     (["--mode", "lowrank-gmp", "--threshold-decay", "1e-2"], "spectral GMP drives its thresholds: its knob is "
                                                              "--strength"),
     (["--mode", "lowrank", "--strength", "0.6"], "--mode lowrank's knob is --threshold-decay"),
-    (["--mode", "lowrank", "--recipe", "paper", "--freeze-at", "0.5"], "--recipe paper has no fine-tuning phase"),
+    (["--mode", "lowrank-paper", "--freeze-at", "0.5"], "the paper's recipe has no fine-tuning phase"),
     (["--precision", "half"], "unknown --precision 'half'"),
 ])
 def test_bad_values_are_refused_before_any_work(tmp_path, capsys, args, message):

@@ -43,7 +43,7 @@ def subprocess_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedPr
 @pytest.mark.parametrize("mode_args", [
     ["--mode", "dense"],
     ["--mode", "lowrank"],
-    ["--mode", "lowrank", "--recipe", "paper"],
+    ["--mode", "lowrank-paper"],
     ["--mode", "lowrank-gmp", "--strength", "0.6"],
     ["--mode", "fixed-rank", "--rank-w", "8", "--rank-u", "12"],
     ["--mode", "unstructured", "--s-init", "-5"],
@@ -64,7 +64,7 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
     if mode == "fixed-rank":
         assert s["ranks"] == {"rnn.cells.0.W": 8, "rnn.cells.0.U": 12}
         assert s["params_str"] == 8 * (32 + 32) + 12 * (32 + 32)
-    if mode in ("lowrank", "lowrank-gmp"):
+    if mode in ("lowrank", "lowrank-paper", "lowrank-gmp"):
         assert set(s["ranks"]) == {"rnn.cells.0.W", "rnn.cells.0.U"}
         with (out / "ranks.csv").open() as handle:
             rows = list(csv.DictReader(handle))
@@ -83,7 +83,7 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, mode_args):
 
 @needs_fsdd
 @pytest.mark.parametrize("mode_args", [["--mode", "dense"], ["--mode", "lowrank"],
-                                       ["--mode", "lowrank", "--recipe", "paper"]])
+                                       ["--mode", "lowrank-paper"]])
 def test_evaluate_reproduces_the_test_accuracy_of_training(tmp_path, mode_args):
     """The exported model, rebuilt from exported.pt by evaluate, scores exactly what training reported."""
     from strrnn.cli.evaluate import evaluate
@@ -159,7 +159,7 @@ def test_config_file_with_command_line_override(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "nope"], "unknown --dataset 'nope'; choose one of: google12"),
-    (["--mode", "sparse"], "unknown --mode 'sparse'; choose one of: dense, lowrank, fixed-rank, unstructured"),
+    (["--mode", "sparse"], "unknown --mode 'sparse'; choose one of: dense, lowrank, lowrank-paper, lowrank-gmp, fixed-rank"),
     (["--cell", "rnn"], "unknown --cell 'rnn'; choose one of: fastgrnn, fastrnn, gru, lstm"),
     (["--mode", "lowrank", "--rank-w", "4"], "--rank-w only applies to --mode fixed-rank"),
     (["--mode", "dense", "--target-rank", "4,5"], "--target-rank only applies to --mode lowrank"),

@@ -67,7 +67,9 @@ HELP_NAMES = {
 MODE_SUMMARIES = {
     "dense": "the model as built",
     "lowrank": "LowRankSTR on every recurrent W and U: STR learns the ranks (thresholds trained by the loss, raised "
-               "by --threshold-decay)",
+               "by --threshold-decay), then fine-tunes at them",
+    "lowrank-paper": "the STR paper's low-rank recipe as published: free factors, absolute e^s, --threshold-decay on "
+                     "m and s, no fine-tuning phase",
     "lowrank-gmp": "spectral GMP, the baseline: LowRankSTR's thresholds driven (not learned) along GMP's cubic "
                    "schedule to --strength x each matrix's largest singular value, then frozen",
     "fixed-rank": "vanilla factorization at --rank-w/--rank-u or at the ranks of --budget-from RUN",
@@ -160,20 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--sparsity", type=float, default=None, help="gmp/dnw/magnitude: overall target sparsity (0-1)")
     m.add_argument("--budget-distribution", default="uniform",
                    help="gmp/dnw/magnitude with --sparsity: " + _one_of(("uniform", "erk")))
-    m.add_argument("--recipe", default=None,
-                   help="lowrank: 'default' — orthogonal factors, thresholds relative to each matrix's largest "
-                        "singular value, ranks frozen at --freeze-at then fine-tuned — or 'paper' — the STR paper as "
-                        "published: free factors, absolute e^s, the decay on m and s, no fine-tuning "
-                        "(default: default)")
     m.add_argument("--factors", default=None,
                    help=f"{_one_of(HELP_NAMES['factors'])} (default: orthogonal for lowrank and lowrank-gmp; free "
-                        "— plain A·B — for fixed-rank and lowrank --recipe paper)")
+                        "— plain A·B — for fixed-rank and lowrank-paper)")
     m.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,
-                   help="lowrank: threshold relative to each matrix's scale, alpha = e^s·max|m| (default: on; off "
-                        "with --recipe paper)")
+                   help="lowrank: threshold relative to each matrix's scale, alpha = e^s·max|m| (default: on for "
+                        "lowrank, off for lowrank-paper)")
     m.add_argument("--g", default=None,
-                   help=f"threshold function, {_one_of(HELP_NAMES['g'])} (default: exp for lowrank, sigmoid for "
-                        "unstructured)")
+                   help=f"threshold function, {_one_of(HELP_NAMES['g'])} (default: exp for lowrank and "
+                        "lowrank-paper, sigmoid for unstructured)")
     m.add_argument("--s-init", type=float, default=-10.0, help="STR: initial threshold parameter s")
     m.add_argument("--min-rank", type=int, default=1, help="low-rank: spectrum entries the threshold can never cut")
     m.add_argument("--freeze-at", type=float, default=None,
@@ -200,14 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", type=float, default=1e-3,
                    help="L2 decay λ of the weights (unstructured STR: also the sparsity knob)")
     o.add_argument("--threshold-decay", type=float, default=None,
-                   help="STR's knob, the decay λ that raises the learned thresholds (larger cuts more) of lowrank "
-                        "and unstructured (default: 1.0 for lowrank, --weight-decay for unstructured and lowrank "
-                        "--recipe paper)")
+                   help="STR's knob, the decay λ that raises the learned thresholds (larger cuts more) of lowrank, "
+                        "lowrank-paper and unstructured (default: 1.0 for lowrank, --weight-decay for the others)")
     o.add_argument("--threshold-lr", type=float, default=None,
                    help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
     o.add_argument("--decay-warmup", type=float, default=None,
-                   help="lowrank, unstructured: fraction of training over which the threshold decay ramps up from 0 "
-                        "(default: 0 for lowrank, 0.15 for unstructured)")
+                   help="lowrank, lowrank-paper, unstructured: fraction of training over which the threshold decay "
+                        "ramps up from 0 (default: 0 for lowrank and lowrank-paper, 0.15 for unstructured)")
     o.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy loss")
     o.add_argument("--seed", type=int, default=0, help="of the weights, the data split and the batch order")
 
@@ -600,7 +596,7 @@ def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wa
     summary = {
         "dataset": config["dataset"], "mode": config["mode"], "model": config["model"], "cell": config["cell"],
         "hidden_size": config["hidden_size"], "seed": config["seed"], "epochs": config["epochs"],
-        "weight_decay": config["weight_decay"], "factors": config["factors"], "recipe": config.get("recipe"),
+        "weight_decay": config["weight_decay"], "factors": config["factors"],
         "threshold_decay": config["threshold_decay"] if config["threshold_decay"] is not None
         else config["weight_decay"],
         # the knob of the run's budget: lowrank's strength (or its budget), unstructured's threshold decay
@@ -637,12 +633,12 @@ def _budget_report(trainer, callback_type) -> dict:
 
 
 def _strength(config: dict):
-    if config["mode"] in ("lowrank", "lowrank-gmp"):
+    if config["mode"] in ("lowrank", "lowrank-paper", "lowrank-gmp"):
         if config.get("target_rank") is not None:
             return "ranks " + ",".join(map(str, config["target_rank"]))
         if config.get("target_params") is not None:
             return f"{config['target_params']} params"
-        return config["threshold_decay"] if config["mode"] == "lowrank" else config["strength"]
+        return config["strength"] if config["mode"] == "lowrank-gmp" else config["threshold_decay"]
     if config["mode"] == "unstructured":
         return config["threshold_decay"] if config["threshold_decay"] is not None else config["weight_decay"]
     return None
@@ -661,7 +657,7 @@ def print_summary(summary: dict) -> None:
     if not summary:
         return
     if summary["ranks"]:
-        print("\nlearned ranks:" if summary["mode"] == "lowrank" else "\nranks:")
+        print("\nlearned ranks:" if summary["mode"] in ("lowrank", "lowrank-paper") else "\nranks:")
         for key, value in summary["ranks"].items():
             print(f"  {key}: {value}")
     if summary["params_str_dense"]:
