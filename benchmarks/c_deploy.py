@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 import strrnn
-from benchmarks import RESULTS
+from benchmarks import RESULTS, command_line
 from strrnn.deploy import compile_c, footprint, run_c, write_c
 from strrnn.deploy.c_source import _compiler  # the same compiler resolution as the library
 from strrnn.factored import factored_is_cheaper
@@ -345,7 +344,7 @@ def main(argv=None) -> int:
     describe["frames"] = models["dense"][1]["input_shape"][0]
     describe["scales"] = "per-row" if args.scales == "row" else "per-matrix"
     result = measure(models, rounds, warmup, clips, args.clock, args.scales)
-    command = "python -m benchmarks.c_deploy " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.c_deploy", argv if argv is not None else sys.argv[1:])
     text = markdown(result, describe, rounds, warmup, clips, args.clock, command.strip())
     out.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.tag}" if args.tag else ""

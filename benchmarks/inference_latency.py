@@ -18,7 +18,7 @@ cell's ``W`` and ``U`` products per frame (``r (out + in)`` for a factored weigh
 
     python -m benchmarks.inference_latency                 # full: 30 rounds, 1 thread and torch's default
     python -m benchmarks.inference_latency --quick         # smoke test: rank (12, 40), 5 rounds, printed only
-    python -m benchmarks.inference_latency --out /tmp/inference_latency/table.md --clock thread --threads 1
+    python -m benchmarks.inference_latency --out inference_latency.md --clock thread --threads 1
 
 ``--clock thread`` times the calling thread's CPU time instead of wall time: on a machine loaded by other jobs it
 leaves out the time the core is taken away (single thread only; not for quoting as latency).
@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 import strrnn
+from benchmarks import command_line
 from benchmarks.timing import interleaved, ratios
 from strrnn.models import KeywordSpotter, StreamState
 
@@ -342,7 +343,7 @@ def main(argv=None):
             results[n] = run(n, models, files, rounds, warmup, clock)
             print(markdown({n: results[n]}, models, rounds, warmup, args.clock, "(partial)"), flush=True)
     torch.set_num_threads(default_threads)
-    command = " ".join(["python -m benchmarks.inference_latency", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.inference_latency", argv if argv is not None else sys.argv[1:])
     text = markdown(results, models, rounds, warmup, args.clock, command)
     if args.quick and args.out is None:  # a smoke test never overwrites the quoted table
         return results

@@ -1,26 +1,32 @@
-"""Rank vs accuracy on real speech, through the training CLI — the paper's central RNN claim, tested.
+"""Rank vs accuracy on real speech, through the training CLI — learned STR against its baselines, budget for budget.
 
-    python -m benchmarks.rank_vs_accuracy [--epochs 300] [--seeds 0 1 2] [--jobs 2] [--quick | --report-only]
+    python -m benchmarks.rank_vs_accuracy [--epochs 100] [--seeds 0 1 2] [--jobs 2] [--quick | --report-only]
     python -m benchmarks.rank_vs_accuracy --dataset google12 --data-dir ../shared/data/speech_commands_sample
 
 Data: FSDD by default (``../shared/data/fsdd``, else strrnn's FSDD folder: ``$STRRNN_FSDD`` or the user data
 folder, where ``strrnn data download fsdd`` puts it); ``--dataset google12`` with a Speech Commands folder
-(full archive or test-set layout) trains with that data set's recipe (``strrnn.train.DATASET_DEFAULTS``) and writes
-under ``benchmarks/results/speech_commands_sample/<epochs>ep`` unless ``--out`` says otherwise.
+(full archive or test-set layout) trains with that data set's recipe (``strrnn.cli.train.DATASET_DEFAULTS``) and
+writes under ``benchmarks/results/speech_commands_sample/<epochs>ep`` unless ``--out`` says otherwise.
 
-Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every seed:
+Runs (FastGRNN hidden 100, 32 log-mel × 99 frames, batch 100), each over every seed, named ``<kind>-<knob>-s<seed>``:
 
-1. full rank (``--mode dense``);
-2. STR low-rank (``strrnn.RankSchedule``) at several strengths;
-3. fixed-rank ("vanilla") training from scratch at exactly the ranks each STR run ended with, plain factors A·B
-   (``--mode fixed-rank --budget-from <STR run>``), started as soon as that STR run finishes;
-4. one LSTM comparison: LSTM dense, LSTM + STR at the strongest strength, and its fixed-rank twin.
+1. ``dense``: full rank (``--mode dense``);
+2. ``str``: learned STR (``--mode lowrank``) at each ``--decays`` λ (the decay on ``s``, STR's knob), and at each
+   ``--target-params`` budget (``str-params<N>``);
+3. ``paper``: the paper's recipe as published (``--mode lowrank-paper``) at each ``--paper-decays`` λ;
+4. ``gmpb``: spectral GMP (``--mode lowrank-gmp``) at exactly the W,U parameters each ``str`` run of the same seed
+   reached (``--target-params``), started when that run finishes — the budget-matched baseline; and ``gmp`` at each
+   ``--strengths`` value;
+5. ``fixed-<run>``: fixed-rank ("vanilla") training from scratch at exactly the ranks each STR, paper or GMP run
+   ended with, plain factors A·B (``--mode fixed-rank --budget-from <run>``);
+6. one LSTM comparison: LSTM dense, LSTM + STR at ``--lstm-decay``, and its fixed-rank twin.
 
 Every run is a ``python -m strrnn.train`` process at one thread (small recurrent models train fastest that way);
 ``--jobs`` of them run side by side. A finished run is reused only if it was made with the same settings (see
 ``benchmarks/runner.py``), so an interrupted suite resumes and a folder never mixes settings. Writes ``<out>/table.md``
-(STR beside its fixed-rank twins, mean ± std over seeds), ``<out>/table.csv``, ``<out>/claims.json`` (the paper's
-two claims, judged) and ``<out>/accuracy_vs_params.png``.
+(each method beside its fixed-rank twins, mean ± std over seeds), ``<out>/table.csv``, ``<out>/claims.json`` (the
+paper's claims, judged) and ``<out>/accuracy_vs_params.png``. Run folders are named relative to the repository in
+every table.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from benchmarks import REPO, RESULTS
 from benchmarks.runner import StaleRunError, stale_settings, train_run
 from strrnn.cli import compare
 
+STR_DECAYS = [1.0, 3.0]  # learned STR: λ on s for ≈ 50% and ≈ 20% of FSDD's W,U parameters
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,25 +54,29 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="results folder (default: benchmarks/results/rank_vs_accuracy/<epochs>ep; "
                              "--quick: benchmarks/results/rank_vs_accuracy/quick)")
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--strengths", type=float, nargs="+", default=[0.6, 0.8],
-                        help="--strength of the STR runs (fraction of each matrix's largest singular value)")
+    parser.add_argument("--decays", type=float, nargs="*", default=STR_DECAYS,
+                        help="--threshold-decay of the learned STR runs (--mode lowrank)")
     parser.add_argument("--target-params", type=int, nargs="*", default=[],
-                        help="budget-control STR runs (--target-params N) beside the strengths, each with its "
-                             "fixed-rank twin (named str-params<N>-s<seed>)")
+                        help="learned STR runs under a parameter budget (--mode lowrank --target-params N)")
+    parser.add_argument("--paper-decays", type=float, nargs="*", default=[],
+                        help="--threshold-decay of the paper-recipe runs (--mode lowrank-paper)")
+    parser.add_argument("--strengths", type=float, nargs="*", default=[],
+                        help="spectral GMP runs at a --strength (beside the budget-matched ones)")
+    parser.add_argument("--no-gmp", action="store_true", help="skip spectral GMP at each STR run's budget")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-lstm", action="store_true")
-    parser.add_argument("--lstm-strength", type=float, default=None,
-                        help="strength of the LSTM + STR run (default: the strongest of --strengths)")
-    parser.add_argument("--no-vanilla", action="store_true", help="skip the fixed-rank runs at STR's ranks")
+    parser.add_argument("--lstm-decay", type=float, default=None,
+                        help="--threshold-decay of the LSTM + STR run (default: the strongest of --decays)")
+    parser.add_argument("--no-vanilla", action="store_true", help="skip the fixed-rank twins")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of the whole pipeline: 5 epochs, one seed, one strength")
+                        help="a smoke run of the whole pipeline: 5 epochs, one seed, one decay")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate every finished run folder already in --out")
     args = parser.parse_args()
     if args.quick:
-        args.epochs, args.seeds, args.strengths = 5, [0], [0.7]
+        args.epochs, args.seeds, args.decays = 5, [0], [3.0]
     data_dir = str(data_dir_for(args.dataset, args.data_dir))
     if (missing := missing_data(["--dataset", args.dataset, "--data-dir", data_dir])) is not None:
         raise SystemExit(missing)
@@ -73,19 +85,24 @@ def main() -> None:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     base = ["--dataset", args.dataset, "--data-dir", data_dir, "--epochs", str(args.epochs), "--hidden-size", "100",
             "--batch-size", "100", "--weight-decay", "1e-3"]
-    lstm_strength = args.strengths[-1] if args.lstm_strength is None else args.lstm_strength
+    lstm_decay = max(args.decays or [1.0]) if args.lstm_decay is None else args.lstm_decay
 
     first: list[tuple[str, list[str]]] = []  # (run name, flags); per seed the LSTM runs, the slowest, go first
     for seed in args.seeds:
         s = ["--seed", str(seed)]
         if not args.no_lstm:
-            first.append((f"lstm-str-{lstm_strength:g}-s{seed}",
-                          ["--mode", "lowrank", "--cell", "lstm", "--strength", str(lstm_strength), *s]))
+            first.append((f"lstm-str-{lstm_decay:g}-s{seed}",
+                          ["--mode", "lowrank", "--cell", "lstm", "--threshold-decay", str(lstm_decay), *s]))
             first.append((f"lstm-dense-s{seed}", ["--mode", "dense", "--cell", "lstm", *s]))
-        for strength in args.strengths:
-            first.append((f"str-{strength:g}-s{seed}", ["--mode", "lowrank", "--strength", str(strength), *s]))
+        for decay in args.decays:
+            first.append((f"str-{decay:g}-s{seed}", ["--mode", "lowrank", "--threshold-decay", str(decay), *s]))
         for budget in args.target_params:
             first.append((f"str-params{budget}-s{seed}", ["--mode", "lowrank", "--target-params", str(budget), *s]))
+        for decay in args.paper_decays:
+            first.append((f"paper-{decay:g}-s{seed}",
+                          ["--mode", "lowrank-paper", "--threshold-decay", str(decay), *s]))
+        for strength in args.strengths:
+            first.append((f"gmp-{strength:g}-s{seed}", ["--mode", "lowrank-gmp", "--strength", str(strength), *s]))
         first.append((f"dense-s{seed}", ["--mode", "dense", *s]))
     if args.report_only:
         write_report(out, sorted(p.parent for p in out.glob("*/summary.json")), TITLES[args.dataset])
@@ -120,9 +137,12 @@ def main() -> None:
                     print(f"FAILED {name}: {err}", file=sys.stderr, flush=True)
                     continue
                 print(f"done {name}", flush=True)
-                if not args.no_vanilla and (twin := vanilla_twin(out / name, extra)):
-                    discard_if_stale(out / twin[0], out / name)
-                    pending[submit(pool, *twin)] = twin
+                followers = [] if args.no_vanilla else [vanilla_twin(out / name, extra)]
+                if not args.no_gmp:
+                    followers.append(gmp_twin(out / name, extra))
+                for follower in filter(None, followers):
+                    discard_if_stale(out / follower[0], out / name, follower[1])
+                    pending[submit(pool, *follower)] = follower
     write_report(out, runs, TITLES[args.dataset])
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed; the table holds the others:\n" + "\n".join(failures))
@@ -161,12 +181,12 @@ def missing_data(argv: list[str]) -> str | None:
     return None
 
 
-def discard_if_stale(twin: Path, str_run: Path) -> None:
-    """A finished fixed-rank twin is reused only if it trained at the ranks its STR run (re)learned."""
-    summary = twin / "summary.json"
-    if summary.is_file() and load_summary(twin)["ranks"] != load_summary(str_run)["ranks"]:
-        print(f"{twin.name}: trained at other ranks than {str_run.name} now has; retraining it", flush=True)
-        summary.unlink()
+def discard_if_stale(twin: Path, source: Path, flags: list[str]) -> None:
+    """A finished twin is reused only if it still matches its source run: a fixed-rank twin its ranks, a GMP twin
+    its parameter budget (a retrained source may have learned others)."""
+    if (twin / "summary.json").is_file() and stale_settings(twin, flags):
+        print(f"{twin.name}: made for another result of {source.name}; retraining it", flush=True)
+        (twin / "summary.json").unlink()
         (twin / "last.ckpt").unlink(missing_ok=True)
 
 
@@ -174,111 +194,199 @@ def load_summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
+_KEEP = ("--cell", "--seed")
+
+
+def _kept(flags: list[str]) -> list[str]:
+    return [flag for i, flag in enumerate(flags) if flag in _KEEP or (i and flags[i - 1] in _KEEP)]
+
+
 def vanilla_twin(run: Path, flags: list[str]) -> tuple[str, list[str]] | None:
-    """Fixed-rank training from scratch at exactly the ranks the STR run ``run`` ended with: same cell and seed,
-    plain factors (``str-0.5-s0`` → ``vanilla-0.5-s0``, ``lstm-str-0.7-s0`` → ``lstm-vanilla-0.7-s0``)."""
-    if "-str-" not in f"-{run.name}":
+    """Fixed-rank training from scratch at exactly the ranks a low-rank run ended with: same cell and seed, plain
+    factors (``str-1-s0`` → ``fixed-str-1-s0``, ``gmpb-1-s0`` → ``fixed-gmpb-1-s0``). None for other runs."""
+    if flags[flags.index("--mode") + 1] not in ("lowrank", "lowrank-paper", "lowrank-gmp"):
         return None
-    keep = [flag for i, flag in enumerate(flags)
-            if flag in ("--cell", "--factors", "--seed") or (i and flags[i - 1] in ("--cell", "--factors", "--seed"))]
-    return run.name.replace("str-", "vanilla-", 1), ["--mode", "fixed-rank", "--budget-from", str(run), *keep]
+    return f"fixed-{run.name}", ["--mode", "fixed-rank", "--budget-from", str(run), *_kept(flags)]
+
+
+def gmp_twin(run: Path, flags: list[str]) -> tuple[str, list[str]] | None:
+    """Spectral GMP at the W,U parameters a learned STR run reached (``str-1-s0`` → ``gmpb-1-s0``): same cell and
+    seed, ``--mode lowrank-gmp --target-params <its params>``. None for other runs."""
+    if flags[flags.index("--mode") + 1] != "lowrank" or "str-" not in run.name:
+        return None
+    params = load_summary(run)["params_str"]
+    return run.name.replace("str-", "gmpb-", 1), ["--mode", "lowrank-gmp", "--target-params", str(params),
+                                                  *_kept(flags)]
 
 
 TITLES = {"fsdd": "FSDD", "google12": "Speech Commands google12 (real clips)"}
 
 
 def write_report(out: Path, runs: list[Path], data_title: str = "FSDD") -> None:
-    """table.md (paired STR vs fixed-rank, then every group), table.csv, claims.json and the plot."""
+    """table.md (each method beside its fixed-rank twins, STR against GMP at its budget, then every group),
+    table.csv, claims.json and the plot."""
     table = compare.compare(runs)
     groups = paired_groups(runs)
-    every_group = compare.to_markdown(table)
-    markdown = (paired_table(groups) + "\n\nEvery group (runs are seeds of one row only when every setting but the "
-                "seed matches):\n\n" + every_group)
+    markdown = (paired_table(groups) + "\n\n" + str_vs_gmp_table(groups) + "\n\nEvery group (runs are seeds of one "
+                "row only when every setting but the seed matches):\n\n" + compare.to_markdown(table))
     (out / "table.md").write_text(markdown + "\n")
     table.to_csv(out / "table.csv", index=False)
     summaries = [load_summary(Path(r)) for r in runs]
     epochs = ", ".join(sorted({str(s["epochs"]) for s in summaries}))
-    factors = " and ".join(sorted({s["factors"] for s in summaries if s["mode"] == "lowrank"}))
     compare.plot(table[table["cell"] == "fastgrnn"], out / "accuracy_vs_params.png",
-                 title=f"{data_title}, FastGRNN hidden 100, {epochs} epochs (STR: {factors} factors)")
+                 title=f"{data_title}, FastGRNN hidden 100, {epochs} epochs")
     print(markdown)
     result = claims(groups)
     (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
-def paired_groups(run_dirs) -> list[dict]:
-    """Runs grouped by (cell, kind, factors, strength) over seeds; each STR group carries its fixed-rank twins.
+METHODS = {"dense": "full rank", "str": "STR, learned thresholds (lowrank)",
+           "paper": "STR, the paper's recipe (lowrank-paper)", "gmpb": "spectral GMP at STR's budget (lowrank-gmp)",
+           "gmp": "spectral GMP (lowrank-gmp)"}
+_ORDER = list(METHODS)
 
-    Returns dicts with ``cell``, ``kind`` ("dense" or "str"), ``factors``, ``strength``, ``runs`` (summaries,
-    by seed) and, for STR groups, ``vanilla`` (the summaries of the twins that finished).
+
+def _stem(name: str) -> str:
+    return name.rsplit("-s", 1)[0]
+
+
+def _kind(stem: str) -> str:
+    return stem.removeprefix("lstm-").split("-")[0]
+
+
+def paired_groups(run_dirs) -> list[dict]:
+    """Runs grouped over seeds by name (``str-1-s0``, ``str-1-s1`` → ``str-1``); each low-rank group carries its
+    fixed-rank twins (``fixed-<run>``) and each ``gmpb`` group the STR group whose budget it matched.
+
+    Returns dicts with ``stem``, ``kind`` (``dense``, ``str``, ``paper``, ``gmpb``, ``gmp``), ``cell``, ``knob``,
+    ``runs`` (summaries by name, ordered by seed) and ``twins`` (``{run name: fixed-rank summary}``).
     """
     summaries = {Path(r).name: load_summary(Path(r)) for r in run_dirs}
-    groups: dict[tuple, dict] = {}
+    groups: dict[str, dict] = {}
     for name, s in sorted(summaries.items()):
-        if s["mode"] == "dense":
-            key = (s["cell"], "dense", "", 0.0)
-        elif s["mode"] == "lowrank":
-            key = (s["cell"], "str", s["factors"], s.get("strength", s["threshold_decay"]))
-        else:
+        if name.startswith("fixed-"):
             continue
-        group = groups.setdefault(key, dict(zip(("cell", "kind", "factors", "strength"), key), runs=[], vanilla=[]))
-        group["runs"].append(s)
-        if (twin := name.replace("str-", "vanilla-", 1)) in summaries and s["mode"] == "lowrank":
-            group["vanilla"].append(summaries[twin])
-    # budgets ("6600 params") after strengths
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[0] != "fastgrnn", k[:3], str(type(k[3])), k[3]))]
+        stem = _stem(name)
+        if _kind(stem) not in METHODS:
+            continue
+        group = groups.setdefault(stem, {"stem": stem, "kind": _kind(stem), "cell": s["cell"], "runs": {},
+                                         "twins": {}})
+        group["runs"][name] = s
+        if f"fixed-{name}" in summaries:
+            group["twins"][name] = summaries[f"fixed-{name}"]
+    for group in groups.values():
+        first = next(iter(group["runs"].values()))
+        group["knob"] = (f"at {group['stem'].replace('gmpb-', 'str-', 1)}'s W,U params"
+                         if group["kind"] == "gmpb" else first.get("strength"))
+    return sorted(groups.values(), key=lambda g: (g["cell"] != "fastgrnn", g["cell"], _ORDER.index(g["kind"]),
+                                                  str(g["knob"])))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _pct(values: list[float]) -> tuple[float, float]:
     values = [100 * v for v in values]
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def paired_table(groups: list[dict]) -> str:
-    """STR per (cell, factors, strength) over seeds beside fixed-rank training from scratch at each seed's ranks."""
-    def stats(summaries):
-        return "{:.2f} ± {:.2f}".format(*_mean_std([s["test_acc"] for s in summaries]))
+def _stats(values: list[float]) -> str:
+    return "{:.2f} ± {:.2f}".format(*_pct(values)) if values else ""
 
-    lines = ["| model | strength | ranks (W,U) per seed | W,U params (mean % of dense) | STR test acc % | "
-             "fixed-rank at STR's ranks, from scratch % | seeds |", "|---|---|---|---|---|---|---|"]
+
+def _ranks(s: dict) -> str:
+    return "({},{})".format(*[s["ranks"][k] for k in sorted(s["ranks"], key=lambda k: k[-1] != "W")])
+
+
+def paired_table(groups: list[dict]) -> str:
+    """Each method per knob over seeds beside fixed-rank training from scratch at each seed's ranks (test
+    accuracy %, mean ± std), with the paired gap on test and validation accuracy."""
+    lines = ["| model | method | knob | ranks (W,U) per seed | W,U params (mean, % of dense) | its own run % | "
+             "fixed-rank at its ranks, from scratch % | gap (test / val) | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
-        runs = g["runs"]
+        runs = list(g["runs"].values())
+        own = _stats([s["test_acc"] for s in runs])
         if g["kind"] == "dense":
-            lines.append(f"| {g['cell']} full rank | | | {runs[0]['params_dense']:,} model params | {stats(runs)} | | "
+            lines.append(f"| {g['cell']} | full rank | | | {runs[0]['params_str_dense'] or ''} (100%) | {own} | | | "
                          f"{len(runs)} |")
             continue
-        ranks = " ".join("({},{})".format(*[s["ranks"][k] for k in sorted(s["ranks"], key=lambda k: k[-1] != "W")])
-                         for s in runs)
         pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in runs)
         params = statistics.mean(s["params_str"] for s in runs)
-        vanilla = f"{stats(g['vanilla'])} ({len(g['vanilla'])} seeds)" if g["vanilla"] else ""
-        knob = f"{g['strength']:g}" if isinstance(g["strength"], float) else g["strength"]
-        lines.append(f"| {g['cell']} STR {g['factors']} | {knob} | {ranks} | {params:,.0f} ({pct:.0f}%) "
-                     f"| {stats(runs)} | {vanilla} | {len(runs)} |")
+        paired = [(g["runs"][n], t) for n, t in g["twins"].items()]
+        twin = f"{_stats([t['test_acc'] for _, t in paired])}" if paired else ""
+        gap = ""
+        if paired:
+            test_gap = statistics.mean(100 * (s["test_acc"] - t["test_acc"]) for s, t in paired)
+            val = [(s.get("best_val_acc"), t.get("best_val_acc")) for s, t in paired]
+            val_gap = (statistics.mean(100 * (a - b) for a, b in val) if all(None not in v for v in val)
+                       else float("nan"))
+            gap = f"{test_gap:+.2f} / {val_gap:+.2f}"
+        knob = f"{g['knob']:g}" if isinstance(g["knob"], float) else g["knob"]
+        lines.append(f"| {g['cell']} | {METHODS[g['kind']]} | {knob} | {' '.join(_ranks(s) for s in runs)} "
+                     f"| {params:,.0f} ({pct:.0f}%) | {own} | {twin} | {gap} | {len(runs)} ({len(paired)} twins) |")
+    return "\n".join(lines)
+
+
+def str_vs_gmp(groups: list[dict]) -> list[dict]:
+    """Learned STR against spectral GMP at the same W,U parameters, seed by seed (each ``gmpb`` run matched the
+    budget its ``str`` run of the same seed reached)."""
+    by_stem = {g["stem"]: g for g in groups}
+    rows = []
+    for g in (g for g in groups if g["kind"] == "gmpb"):
+        source = by_stem.get(g["stem"].replace("gmpb-", "str-", 1))
+        if source is None:
+            continue
+        pairs = [(source["runs"][n.replace("gmpb-", "str-", 1)], s) for n, s in g["runs"].items()
+                 if n.replace("gmpb-", "str-", 1) in source["runs"]]
+        if not pairs:
+            continue
+        rows.append({"cell": g["cell"], "str": source["stem"], "seeds": len(pairs),
+                     "params_pct": round(statistics.mean(100 * s["params_str"] / s["params_str_dense"]
+                                                         for s, _ in pairs), 1),
+                     "gmp_params_pct": round(statistics.mean(100 * t["params_str"] / t["params_str_dense"]
+                                                             for _, t in pairs), 1),
+                     "str_acc": round(_pct([s["test_acc"] for s, _ in pairs])[0], 2),
+                     "gmp_acc": round(_pct([t["test_acc"] for _, t in pairs])[0], 2),
+                     "gap": round(statistics.mean(100 * (s["test_acc"] - t["test_acc"]) for s, t in pairs), 2)})
+    return rows
+
+
+def str_vs_gmp_table(groups: list[dict]) -> str:
+    """Markdown of :func:`str_vs_gmp`."""
+    lines = ["Learned STR against spectral GMP at the same budget (GMP's --target-params = the W,U parameters each "
+             "STR seed reached):", "",
+             "| model | STR run | W,U params STR / GMP | STR % | spectral GMP % | STR − GMP (points) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for r in str_vs_gmp(groups):
+        lines.append(f"| {r['cell']} | {r['str']} | {r['params_pct']:.0f}% / {r['gmp_params_pct']:.0f}% | "
+                     f"{r['str_acc']:.2f} | {r['gmp_acc']:.2f} | {r['gap']:+.2f} | {r['seeds']} |")
     return "\n".join(lines)
 
 
 def claims(groups: list[dict]) -> dict:
-    """The paper's two claims (§4.2), checked per STR group against its own cell's full rank (percent).
+    """The claims, judged per group (percent points, means over paired seeds):
 
-    1. STR is at least as accurate as fixed-rank training at the same ranks (mean over paired seeds);
-    2. STR is within 0.5 points of full rank wherever it keeps at most 50% of the W, U parameters.
+    1. a method's own run is within 0.5 points of fixed-rank training from scratch at its ranks, or better;
+    2. STR is within 0.5 points of full rank wherever it keeps at most 50% of the W,U parameters (the paper's);
+    3. learned STR against spectral GMP at the same budget (reported, whichever wins).
     """
-    full = {g["cell"]: _mean_std([s["test_acc"] for s in g["runs"]])[0] for g in groups if g["kind"] == "dense"}
-    result = {"full_rank_acc": full, "str_vs_fixed_rank": [], "within_0.5_of_full_at_half_params": []}
-    for g in (g for g in groups if g["kind"] == "str"):
-        where = {"cell": g["cell"], "factors": g["factors"], "strength": g["strength"], "seeds": len(g["runs"])}
-        str_acc = _mean_std([s["test_acc"] for s in g["runs"]])[0]
-        if g["vanilla"]:
-            vanilla = _mean_std([s["test_acc"] for s in g["vanilla"]])[0]
-            result["str_vs_fixed_rank"].append({**where, "str": round(str_acc, 2), "fixed_rank": round(vanilla, 2),
-                                                "holds": str_acc >= vanilla})
-        pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in g["runs"])
-        if pct <= 50 and g["cell"] in full:
+    full = {g["cell"]: _pct([s["test_acc"] for s in g["runs"].values()])[0] for g in groups if g["kind"] == "dense"}
+    result = {"full_rank_acc": full, "vs_fixed_rank": [], "within_0.5_of_full_at_half_params": [],
+              "str_vs_gmp_same_budget": str_vs_gmp(groups)}
+    for g in (g for g in groups if g["kind"] != "dense"):
+        runs = list(g["runs"].values())
+        where = {"cell": g["cell"], "method": g["kind"], "group": g["stem"], "seeds": len(runs)}
+        pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in runs)
+        own = _pct([s["test_acc"] for s in runs])[0]
+        paired = [(g["runs"][n], t) for n, t in g["twins"].items()]
+        if paired:
+            gap = statistics.mean(100 * (s["test_acc"] - t["test_acc"]) for s, t in paired)
+            result["vs_fixed_rank"].append({**where, "params_pct": round(pct, 1), "own": round(own, 2),
+                                            "fixed_rank": round(_pct([t["test_acc"] for _, t in paired])[0], 2),
+                                            "gap": round(gap, 2), "holds": gap >= -0.5})
+        if pct <= 50 and g["cell"] in full and g["kind"] in ("str", "paper"):
             result["within_0.5_of_full_at_half_params"].append(
-                {**where, "params_pct": round(pct, 1), "str": round(str_acc, 2), "full": round(full[g["cell"]], 2),
-                 "holds": str_acc >= full[g["cell"]] - 0.5})
+                {**where, "params_pct": round(pct, 1), "str": round(own, 2), "full": round(full[g["cell"]], 2),
+                 "holds": own >= full[g["cell"]] - 0.5})
     return result
 
 

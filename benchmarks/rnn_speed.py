@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 import strrnn
+from benchmarks import command_line
 from benchmarks.timing import interleaved, ratios
 from strrnn.models import KeywordSpotter
 
@@ -272,7 +273,7 @@ def main(argv=None):
         results[n] = run(n, rounds, warmup, clock)
         print(markdown({n: results[n]}, rounds, warmup, "(partial)"), flush=True)
     torch.set_num_threads(default_threads)
-    command = " ".join(["python -m benchmarks.rnn_speed", *sys.argv[1:]])
+    command = command_line("benchmarks.rnn_speed", sys.argv[1:])
     text = markdown(results, rounds, warmup, command)
     if args.out:
         out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Parameter and FLOP accounting for CNNs, by the STR paper's rule (DESIGN.md §1).
+"""Parameter and FLOP accounting for CNNs, by the STR paper's rule (docs/MATH.md, "Budget accounting").
 
 - Parameters: nonzero conv/linear weights (biases and batch-norm excluded).
 - FLOPs: one multiply-add = one FLOP; a conv/linear layer costs ``weights × output positions``

@@ -1,4 +1,4 @@
-"""Parameter/FLOP accounting (DESIGN.md §1) and the CNN model registry."""
+"""Parameter/FLOP accounting (docs/MATH.md, "Budget accounting") and the CNN model registry."""
 
 import pytest
 import torch

@@ -141,3 +141,12 @@ def test_cli_prints_the_split_settings_and_writes_the_ranks_plot(tmp_path, capsy
     assert compare.main([str(dense), "--csv", str(tmp_path / "u.csv"), "--plot", str(tmp_path / "u.png"),
                          "--ranks-plot", str(tmp_path / "none.png")]) == 2
     assert "none of the runs logged a rank" in capsys.readouterr().err
+
+
+def test_the_table_names_run_folders_relative_to_where_it_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = fake_run(tmp_path / "runs" / "d", "--dataset", "fsdd", "--mode", "dense")
+    table = compare.compare([run])  # given absolute: written relative, so a committed table names no machine
+    assert list(table["runs"]) == [str(Path("runs") / "d")]
+    elsewhere = compare.portable_path("/somewhere/else")
+    assert elsewhere == "/somewhere/else"

@@ -194,3 +194,23 @@ def test_deprecated_sparse_warns_and_still_works():
     with pytest.warns(FutureWarning, match="strrnn.unstructured"):
         layer = strrnn.sparse(nn.Linear(4, 3))
     assert isinstance(layer.parametrizations.weight[0], strrnn.UnstructuredSTR)
+
+
+def test_no_committed_file_names_a_machines_folders():
+    """Results, tables and docs are portable: no absolute path of the machine that wrote them."""
+    import re
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    pattern = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|Users|mnt|data)/[\w.-]+/")
+    offenders = []
+    for name in listed.stdout.splitlines():
+        path = repo / name
+        if not path.is_file() or path.suffix in (".png", ".pt", ".onnx"):
+            continue
+        text = path.read_text(errors="ignore")
+        offenders += [f"{name}: {m.group(0)}" for m in pattern.finditer(text)]
+    assert not offenders, offenders[:10]

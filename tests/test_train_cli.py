@@ -159,7 +159,8 @@ def test_config_file_with_command_line_override(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "nope"], "unknown --dataset 'nope'; choose one of: google12"),
-    (["--mode", "sparse"], "unknown --mode 'sparse'; choose one of: dense, lowrank, lowrank-paper, lowrank-gmp, fixed-rank"),
+    (["--mode", "sparse"], "unknown --mode 'sparse'; choose one of: dense, lowrank, lowrank-paper, lowrank-gmp, "
+                           "fixed-rank"),
     (["--cell", "rnn"], "unknown --cell 'rnn'; choose one of: fastgrnn, fastrnn, gru, lstm"),
     (["--mode", "lowrank", "--rank-w", "4"], "--rank-w only applies to --mode fixed-rank"),
     (["--mode", "dense", "--target-rank", "4,5"], "--target-rank only applies to --mode lowrank"),

@@ -168,6 +168,7 @@ def compare(run_dirs) -> pd.DataFrame:
     differ = {dataset: _differing(members) for dataset, members in by_dataset.items()}
     labels = {key: ", ".join(f"{k}={_text(group[k])}" for k in differ[str(group.get("dataset"))]
                              if k not in _SHOWN and k in group) for key, group in groups.items()}
+    runs["shown"] = runs["run"].map(portable_path)
     grouped = runs.groupby("key", sort=False)
     table = grouped.agg(
         dataset=("dataset", "first"), mode=("mode", "first"), cell=("cell", "first"), factors=("factors", "first"),
@@ -178,7 +179,7 @@ def compare(run_dirs) -> pd.DataFrame:
         params_str=("params_str", "mean"),
         params_str_dense=("params_str_dense", "mean"),
         params_exported=("params_exported", "mean"),
-        runs=("run", _distinct),
+        runs=("shown", _distinct),
     ).reset_index()
     table["settings"] = table.pop("key").map(labels)
     table["test_acc_std"] = table["test_acc_std"].fillna(0.0)
@@ -187,6 +188,16 @@ def compare(run_dirs) -> pd.DataFrame:
     table = table.sort_values(["dataset", "params_str"], ascending=[True, False]).reset_index(drop=True)
     table.attrs["differ"] = differ
     return table
+
+
+def portable_path(path) -> str:
+    """``path`` as a table shows it: relative to the current folder when it lies inside it (a table written into a
+    repository then names no machine's folders), else as given."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _distinct(values) -> str:
