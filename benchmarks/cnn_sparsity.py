@@ -12,7 +12,6 @@ per-layer budget beside the uniform one. Writes ``<out>/table.md`` and ``<out>/b
 from __future__ import annotations
 
 import argparse
-import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from benchmarks import RESULTS
 from benchmarks.runner import train_run
+from strrnn.cli.compare import mean_std
 
 
 def train(run_dir: Path, flags: list[str]) -> dict:
@@ -82,9 +82,8 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     for (method, lam), group in frame.groupby(["method", "strength"], dropna=False, sort=False):
         accs = list(group["acc"])
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         lines.append(f"| {method} | {'' if pd.isna(lam) else f'{lam:g}'} | {group['sparsity'].mean():.1f} | "
-                     f"{group['flops'].mean():,.0f} | {statistics.mean(accs):.2f} ± {std:.2f} | {len(accs)} |")
+                     f"{group['flops'].mean():,.0f} | {mean_std(accs)} | {len(accs)} |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")
     print(table)

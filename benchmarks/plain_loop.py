@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch.nn import functional as F
 import strrnn
 from benchmarks import RESULTS
 from benchmarks.runner import train_run
+from strrnn.cli.compare import mean_std
 from strrnn.fileio import atomic_write_text
 
 OUT = RESULTS / "plain_loop"
@@ -56,11 +56,6 @@ def plain_run(strength: float, seed: int, epochs: int, data_dir: Path, hidden: i
             correct += int((model(x).argmax(-1) == y).sum())
             count += len(y)
     return {"test_acc": correct / count, "ranks": sched.ranks(), "params_str": sched.params()}
-
-
-def _mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std, as the other accuracy tables
-    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {seed} | {','.join(str(v) for v in plain['ranks'].values())} | "
                      f"{100 * plain['test_acc']:.2f} | {cli_ranks} | {cli_acc} |")
     plain_acc = [100 * p["test_acc"] for _, p, _ in rows]
-    summary = f"plain loop {_mean_std(plain_acc)}"
+    summary = f"plain loop {mean_std(plain_acc)}"
     if not args.skip_cli:
         cli_acc = [100 * c["test_acc"] for _, _, c in rows]
-        summary += f"; CLI {_mean_std(cli_acc)}"
+        summary += f"; CLI {mean_std(cli_acc)}"
     lines += ["", summary, ""]
     atomic_write_text(args.out / f"table_{args.strength:g}_e{args.epochs}.md", "\n".join(lines))
     print("\n".join(lines))

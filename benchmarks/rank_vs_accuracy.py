@@ -289,7 +289,7 @@ def _pct(values: list[float]) -> tuple[float, float]:
 
 
 def _stats(values: list[float]) -> str:
-    return "{:.2f} ± {:.2f}".format(*_pct(values)) if values else ""
+    return compare.mean_std(values, scale=100) if values else ""
 
 
 def _ranks(s: dict) -> str:

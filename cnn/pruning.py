@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from cnn.budget import load_budget, prunable_layers, resolve_budget, uniform_budget
+from strrnn.curves import cubic
 
 __all__ = [
     "DNWTopK",
@@ -52,10 +53,9 @@ def cubic_sparsity(
     ``t0 = begin_step`` and at ``s_f`` from ``t_end = end_step`` on. Fractions in [0, 1]."""
     if end_step <= begin_step:
         return final_sparsity if step >= begin_step else initial_sparsity
-    progress = min(max((step - begin_step) / (end_step - begin_step), 0.0), 1.0)
     if step < begin_step:
         return initial_sparsity
-    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3
+    return initial_sparsity + (final_sparsity - initial_sparsity) * cubic((step - begin_step) / (end_step - begin_step))
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -242,17 +242,10 @@ class _FastGRNNScan(torch.autograd.Function):
         av = _lease(ctx, wx, (T, B, H))  # h_{t-1} - sz*c_t, needed again by the backward
         # unbind once: per-step tensor indexing (select) costs more than the small ops themselves
         hl, zl, cl, al = hs.unbind(0), zs.unbind(0), cs.unbind(0), av.unbind(0)
-        dense = u_right is None
-        ut = u_left.t()
-        if not dense:
-            rt = u_right.t()
-            tmp = wx.new_empty(B, u_right.shape[0])
+        ut, rt, tmp = _recurrent_operands(u_left, u_right, wx, B)
         for t in range(T):
             h, z, c, a = hl[t], zl[t], cl[t], al[t]
-            if dense:
-                z.addmm_(h, ut)
-            else:
-                z.addmm_(torch.mm(h, rt, out=tmp), ut)
+            _recurrent_(z, h, ut, rt, tmp)
             update_step(z, delta, c)
             g_fwd(z)
             # h' = z*h + (sz*(1-z) + sn)*c  ==  z*(h - sz*c) + (sz + sn)*c
@@ -337,18 +330,11 @@ class _FastRNNScan(torch.autograd.Function):
         hs = wxb.new_empty(T + 1, B, H)
         hs[0] = h0
         cs = wxb.new_empty(T, B, H)
-        dense = u_right is None
-        ut = u_left.t()
-        if not dense:
-            rt = u_right.t()
-            tmp = wxb.new_empty(B, u_right.shape[0])
+        ut, rt, tmp = _recurrent_operands(u_left, u_right, wxb, B)
         for t in range(T):
             h = hs[t]
             c = cs[t]
-            if dense:
-                torch.addmm(wxb[t], h, ut, out=c)
-            else:
-                torch.addmm(wxb[t], torch.mm(h, rt, out=tmp), ut, out=c)
+            _recurrent_(c.copy_(wxb[t]), h, ut, rt, tmp)
             u_fwd(c)
             torch.mul(h, sb, out=hs[t + 1]).add_(c, alpha=sa)  # h' = sa*c + sb*h
         ctx.save_for_backward(hs, cs, u_left, u_right, alpha, beta)
@@ -432,6 +418,14 @@ def fastrnn_scan(wxb, h0, u_left, u_right, alpha, beta, update="tanh"):
 # ---------------------------------------------------------------------------------------------------
 # Inference: no autograd, no saved buffers, the projection overwritten by the outputs
 # ---------------------------------------------------------------------------------------------------
+def _recurrent_operands(u_left: torch.Tensor, u_right: torch.Tensor | None, like: torch.Tensor, batch: int):
+    """``(u_t, r_t, tmp)`` for :func:`_recurrent_`: ``U^T`` and ``None`` for a dense ``U = u_left``, or the factors
+    ``left^T``, ``right^T`` of ``U = left @ right`` and a reused (batch, r) buffer for ``h @ right^T``."""
+    if u_right is None:
+        return u_left.t(), None, None
+    return u_left.t(), u_right.t(), like.new_empty(batch, u_right.shape[0])
+
+
 def _recurrent_(z: torch.Tensor, h: torch.Tensor, u_t: torch.Tensor, r_t: torch.Tensor | None, tmp) -> None:
     """``z += h @ U^T`` in place: dense (``u_t`` = U^T (H, H)) or factored (``r_t`` = right^T (H, r),
     ``u_t`` = left^T (r, H)); ``addmm_`` accumulates into ``z`` itself (no copy of the projection)."""

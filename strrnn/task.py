@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .curves import cosine
 from .lightning_compat import lightning_class
 from .low_rank import LowRankSTR
 from .reporting import iter_str_tensors
@@ -76,7 +77,7 @@ class ClassificationTask:
         # when the budget is still moving (ranks not frozen, pruning schedule running), an epoch must not
         # become best.ckpt: the exported model has to carry the final budget. None: every epoch may.
         self.selectable = selectable
-        # the step where the learning-rate schedule starts a new cycle (set by strrnn.RankSchedule's callback)
+        # the step where the learning-rate schedule starts a new cycle (set by the low-rank recipe's callback)
         self.lr_restart: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,12 +131,11 @@ class ClassificationTask:
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            begin = warmup  # a restart (strrnn.RankSchedule's re-warm at the freeze) begins a new cycle
+            begin = warmup  # a restart (a low-rank recipe's re-warm at the freeze) begins a new cycle
             if self.lr_restart is not None and step >= self.lr_restart:
                 begin = self.lr_restart
             if o.scheduler == "cosine":
-                progress = min(1.0, (step - begin) / max(1, total - begin))
-                return 0.5 * (1.0 + math.cos(math.pi * progress))
+                return cosine(step, begin, total)
             if o.scheduler == "step":
                 return 0.1 ** int(3 * (step - begin) / max(1, total - begin))
             return 1.0

@@ -279,3 +279,33 @@ def test_speech_commands_defaults_are_its_measured_recipe_unless_overridden(tmp_
     assert train.parse_config(["--dataset", "google12", "--config", str(file), *out])["lr"] == 1e-3
     config = train.parse_config(["--dataset", "fsdd", *out])
     assert (config["pooling"], config["lr"], config["augment"]) == ("last", 1e-3, False)
+
+
+# --- runs written by an earlier version ---------------------------------------------------------------------------
+def test_resuming_a_run_of_an_earlier_version_works_or_says_what_to_do(tmp_path, capsys):
+    old = {**train.parse_config(["--mode", "dense", "--out", str(tmp_path / "x")]), "schedule_end": 0.4}
+    old.pop("freeze_at", None)
+    train.check_resumable(old, tmp_path)  # 0.1's dense run: its GMP setting was never read, it resumes
+    with pytest.raises(train.UsageError, match=r"strrnn 0.1, whose --mode lowrank was spectral GMP.*--mode "
+                                               r"lowrank-gmp --strength 0.6"):
+        train.check_resumable({**old, "mode": "lowrank", "strength": 0.6}, tmp_path)
+    with pytest.raises(train.UsageError, match=r"settings this version does not know \(bogus_knob\)"):
+        train.check_resumable({**old, "bogus_knob": 1, "strrnn_version": "0.2.0"}, tmp_path)
+    # through the command line: one line, exit 2, nothing touched
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({**old, "mode": "lowrank", "strength": 0.6, "out": str(run)}))
+    (run / "last.ckpt").write_bytes(b"not read")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert train.main([*DIGITS, "--out", str(run), "--resume"]) == 2
+    err = error_of(capsys)
+    assert "spectral GMP" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_run_folder_records_the_version_that_wrote_it(tmp_path):
+    import strrnn
+
+    out = tmp_path / "r"
+    assert train.main([*DIGITS, "--mode", "dense", "--out", str(out)]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["strrnn_version"] == strrnn.__version__

@@ -15,6 +15,7 @@ import argparse
 import functools
 import json
 import math
+import statistics
 import sys
 import textwrap
 import warnings
@@ -190,6 +191,14 @@ def compare(run_dirs) -> pd.DataFrame:
     return table
 
 
+def mean_std(values, scale: float = 1.0) -> str:
+    """``"mean ± std"`` of ``values`` times ``scale`` with two decimals (the sample std, 0 for one value): how every
+    accuracy table of strrnn reports seeds."""
+    values = [scale * float(v) for v in values]
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
 def portable_path(path) -> str:
     """``path`` as a table shows it: relative to the current folder when it lies inside it (a table written into a
     repository then names no machine's folders), else as given."""
@@ -219,7 +228,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         lines.append(
             f"| {r['dataset']} | {r['mode']} | {r['cell']} | {'' if pd.isna(r['factors']) else r['factors']} "
             f"| {wd} | {r['ranks']} | {params} | {int(r['params_exported']):,} "
-            f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} "
+            f"| {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | {int(r['seeds'])} "  # from the groupby
             f"| {r.get('settings') or ''} |"
         )
     return "\n".join(lines)

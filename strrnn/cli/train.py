@@ -239,7 +239,7 @@ def _flag_text(key: str, value) -> str:
 
 
 OPERATIONAL = {"resume", "overwrite", "out", "config", "accelerator", "devices", "num_nodes", "strategy",
-               "num_workers", "progress_bar", "logger"}
+               "num_workers", "progress_bar", "logger", "strrnn_version"}
 
 
 def explicit_flags(argv: list[str]) -> set[str]:
@@ -297,6 +297,8 @@ def read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
     config = {}
     for key, value in loaded.items():
         dest = str(key).replace("-", "_")
+        if dest == "strrnn_version":  # a run's config.yaml reused as --config: the stamp is not a flag
+            continue
         if dest not in actions or dest in ("help", "config"):
             raise UsageError(f"--config {path}: unknown key {key!r}{close_match(dest, actions)}; keys are the flag "
                              "names, e.g. 'weight_decay'")
@@ -422,16 +424,48 @@ def open_run_folder(config: dict, explicit: set[str] = frozenset()) -> tuple[Pat
         raise UsageError(str(err)) from None
     if config["resume"] and (out / "config.yaml").exists():
         stored = yaml.safe_load((out / "config.yaml").read_text())
+        check_resumable(stored, out)
         changed = sorted(k for k in stored if k not in OPERATIONAL and stored.get(k) != config.get(k)
                          and k in explicit)
         if changed:
             raise UsageError(f"--resume: flags {changed} differ from the stored config.yaml of {out}")
         for key, value in stored.items():
-            if key not in OPERATIONAL:
+            if key not in OPERATIONAL and key not in _DROPPED:
                 config[key] = value
     if config["resume"]:
         load_checkpoint_file(out / "last.ckpt")  # unreadable: say so now, before the logger resets metrics.csv
     return out, (out / "last.ckpt" if config["resume"] else None)
+
+
+def check_resumable(stored: dict, out: Path) -> None:
+    """Refuse, in one line that says what to do, to resume a run folder whose ``config.yaml`` (``stored``) an
+    earlier version wrote with settings this version reads differently or does not know."""
+    written_by = str(stored.get("strrnn_version") or "0.1")
+    if _minor(written_by) < (0, 2):
+        mode = stored.get("mode")
+        if mode == "lowrank":
+            raise UsageError(
+                f"--resume: {out} was written by strrnn {written_by}, whose --mode lowrank was spectral GMP (driven "
+                "thresholds); since 0.2 --mode lowrank learns its thresholds and spectral GMP is --mode lowrank-gmp. "
+                "Finish that run with strrnn 0.1, or train it again with --overwrite (--mode lowrank-gmp --strength "
+                f"{stored.get('strength', 0.6)} for the same method)")
+    known = {action.dest for action in build_parser()._actions} | {"strrnn_version"} | _DROPPED
+    unknown = sorted(set(stored) - known)
+    if unknown:
+        raise UsageError(f"--resume: {out} was written by strrnn {written_by} with settings this version does not "
+                         f"know ({', '.join(unknown)}); resume it with that version, or train again with --overwrite")
+
+
+# settings of earlier versions that no mode still running reads (0.1: spectral GMP's end, now --freeze-at)
+_DROPPED = frozenset({"schedule_end"})
+
+
+def _minor(version: str) -> tuple[int, int]:
+    parts = (version.split(".") + ["0", "0"])[:2]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return (0, 0)
 
 
 def create_run_folder(config: dict, out: Path) -> None:
@@ -445,7 +479,10 @@ def create_run_folder(config: dict, out: Path) -> None:
         run_folder.create(out, overwrite=config["overwrite"])
     except run_folder.RunFolderError as err:
         raise UsageError(str(err)) from None
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    from .. import __version__
+
+    # the version is stamped so that a later version can tell whether it reads these settings the same way
+    atomic_write_text(out / "config.yaml", yaml.safe_dump({**config, "strrnn_version": __version__}, sort_keys=True))
 
 
 def _is_ddp_child() -> bool:

@@ -26,6 +26,7 @@ Command line: ``strrnn data download NAME [--root DIR]`` (``strrnn/data/__main__
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -558,6 +559,19 @@ def safe_extract(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """How an archive is fetched and unpacked: progress bar, whether the archive is kept, the download's retries and
+    timeout (seconds), and the archive-bomb limits of :func:`safe_extract`."""
+
+    progress: bool = True
+    keep_archive: bool = False
+    retries: int = 5
+    timeout: float = 60.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_members: int = DEFAULT_MAX_MEMBERS
+
+
 def download(
     name: str,
     root: str | os.PathLike,
@@ -586,9 +600,9 @@ def download(
         key = f"speech_commands_{version}"
     if key not in ARCHIVES and url is None:
         raise ValueError(f"unknown archive {name!r}; choose one of {sorted(ARCHIVES) + sorted(ALIASES)}")
+    transfer = Transfer(progress, keep_archive, retries, timeout, max_bytes, max_members)
     if key == "fsdd":  # only recordings/ of the repository archive is kept, after a check of its contents
-        return download_fsdd(root, url=url, sha256=sha256, size=size, progress=progress, keep_archive=keep_archive,
-                             retries=retries, timeout=timeout, max_bytes=max_bytes, max_members=max_members)
+        return download_fsdd(root, url=url, sha256=sha256, size=size, transfer=transfer)
     spec = ARCHIVES.get(key, Archive(url or ""))
     spec = Archive(
         url or spec.url,
@@ -601,33 +615,24 @@ def download(
     if key == "mnist5k":  # a single file, nothing to unpack
         return fetch(spec.url, root / spec.filename, spec.sha256, spec.size, retries=retries, timeout=timeout,
                      progress=progress).parent
-    return fetch_and_extract(spec, root, progress=progress, keep_archive=keep_archive, retries=retries,
-                             timeout=timeout, max_bytes=max_bytes, max_members=max_members)
+    return fetch_and_extract(spec, root, transfer=transfer)
 
 
-def fetch_and_extract(
-    spec: Archive,
-    dest: str | os.PathLike,
-    downloads: str | os.PathLike | None = None,
-    progress: bool = True,
-    keep_archive: bool = False,
-    retries: int = 5,
-    timeout: float = 60.0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_members: int = DEFAULT_MAX_MEMBERS,
-) -> Path:
+def fetch_and_extract(spec: Archive, dest: str | os.PathLike, downloads: str | os.PathLike | None = None,
+                      transfer: Transfer = Transfer()) -> Path:
     """Fetch ``spec`` into ``downloads`` (default: ``.<dest name>.downloads`` beside ``dest``; a re-run resumes
     there) and unpack it into ``dest`` with :func:`safe_extract`; the steps and errors of :func:`download`.
     Returns ``dest``."""
     root = Path(dest)
     archive = Path(downloads or root.parent / f".{root.name}.downloads") / spec.filename
     try:
-        fetch(spec.url, archive, spec.sha256, spec.size, retries=retries, timeout=timeout, progress=progress)
+        fetch(spec.url, archive, spec.sha256, spec.size, retries=transfer.retries, timeout=transfer.timeout,
+              progress=transfer.progress)
     except DataError:
         _remove_if_empty(archive.parent)  # a kept .part (for a later resume) keeps the folder
         raise
     try:
-        safe_extract(archive, root, max_bytes=max_bytes, max_members=max_members)
+        safe_extract(archive, root, max_bytes=transfer.max_bytes, max_members=transfer.max_members)
     except CorruptArchiveError as exc:
         archive.unlink(missing_ok=True)
         _remove_if_empty(archive.parent)
@@ -637,7 +642,7 @@ def fetch_and_extract(
             f"({type(cause).__name__}: {cause}); it was deleted, re-run the download (--download) to fetch "
             "it again"
         ) from cause
-    if not keep_archive:
+    if not transfer.keep_archive:
         archive.unlink(missing_ok=True)
         _remove_if_empty(archive.parent)
     return root
@@ -676,8 +681,7 @@ def download_fsdd(
     size: int | None = None,
     recordings_sha256: str | None = None,
     progress: bool = True,
-    keep_archive: bool = False,
-    **limits,
+    transfer: Transfer | None = None,
 ) -> Path:
     """Download FSDD's ``recordings/`` into ``root`` (default: FSDD's folder, :func:`strrnn.data.dataset_dir`);
     returns ``root``.
@@ -689,8 +693,8 @@ def download_fsdd(
     files); the recordings are then checked against ``recordings_sha256`` (default :data:`RECORDINGS_SHA256`, the
     digest of the pinned commit's files; pass ``""`` to skip the check, e.g. for another commit). Only
     ``recordings/`` (and the upstream ``README.md``, which carries the license) is moved into ``root``; nothing is
-    written there unless every check passes. ``limits``: ``retries``, ``timeout``, ``max_bytes``, ``max_members``
-    of :func:`fetch_and_extract`.
+    written there unless every check passes. ``transfer``: how the archive is fetched (:class:`Transfer`; default:
+    its defaults with ``progress``).
 
     Raises:
         ChecksumError: the recordings (or the archive, with ``sha256``/``size``) differ from the pinned digest.
@@ -709,7 +713,8 @@ def download_fsdd(
     downloads = root.parent / f".{root.name}.downloads"
     staging = root.parent / f".{root.name}.unpack-{secrets.token_hex(6)}"
     try:
-        fetch_and_extract(spec, staging, downloads, progress=progress, keep_archive=True, **limits)
+        transfer = transfer or Transfer(progress=progress)
+        fetch_and_extract(spec, staging, downloads, dataclasses.replace(transfer, keep_archive=True))
         archive = downloads / spec.filename
         try:
             recordings = _find_recordings(staging)
@@ -728,7 +733,7 @@ def download_fsdd(
         if readme.is_file() and not (root / "README.md").exists():
             os.replace(readme, root / "README.md")
         os.replace(recordings, root / "recordings")
-        if not keep_archive:
+        if not transfer.keep_archive:
             archive.unlink(missing_ok=True)
             _remove_if_empty(downloads)
     finally:
