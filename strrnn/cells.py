@@ -839,21 +839,49 @@ class RNN(nn.Module):
         xt = x.transpose(0, 1) if self.batch_first else x  # time-major inside
         T, B = xt.shape[:2]
         lengths = self._check_lengths(lengths, B, T, x.device)
-        if self._infer_ok(x, state, lengths):
+        path = self.execution_path(x, state, lengths)
+        if path == "infer":
             return self._forward_infer(x, state)
         weights = [c.read_weights() for c in self.cells]  # once per sequence
-        if self._use_fused():
+        if path == "fused":
             out, h_n = self._forward_fused(xt, state, lengths, weights)
-        else:
+        else:  # "kernel" or "loop": each cell's scan (its scan_final applies the same kernel test)
             out, h_n = self._forward_loop(xt, state, lengths, weights)
         return (out.transpose(0, 1) if self.batch_first else out), h_n
 
-    def _infer_ok(self, x, state, lengths) -> bool:
-        """Whether :meth:`forward` may run the cells' in-place inference loops: no autograd graph needed,
-        every cell has one, no lengths, unidirectional, no active dropout."""
-        if lengths is not None or self.bidirectional or (self.dropout and self.training and self.num_layers > 1):
-            return False
-        return all(c.infer_ok() for c in self.cells) and not _needs_graph(self, x, state)
+    def execution_path(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None) -> str:
+        """Which of the four execution paths :meth:`forward` takes for this input — the one place that decides.
+
+        ==========  =========================================  ==============================================
+        path        runs for                                   what it is
+        ==========  =========================================  ==============================================
+        ``infer``   FastGRNN / FastRNN with kernel              the in-place inference loop
+                    nonlinearities (sigmoid, tanh, ...) and     (:func:`strrnn.fastgrnn_kernel.fastgrnn_infer_`):
+                    ``use_kernel``, when no autograd graph is   no saved buffers, the projection becomes the
+                    needed (``torch.no_grad()``, or nothing     output. Any device and floating dtype.
+                    requires grad), without ``lengths``,
+                    bidirectional layers or active dropout
+        ``fused``   LSTM, GRU: always                           PyTorch's own ``nn.LSTM`` / ``nn.GRU`` kernels
+                                                                (cuDNN on CUDA) through ``functional_call`` with
+                                                                the materialized (low-rank) weights
+        ``kernel``  FastGRNN / FastRNN with kernel              the hand-written backward through time
+                    nonlinearities and ``use_kernel`` when a    (:mod:`strrnn.fastgrnn_kernel`), any device
+                    graph is needed
+        ``loop``    any other cell (custom nonlinearity,        one autograd op per step: the plain step ops,
+                    ``use_kernel = False``, a registered user   which tracing, ``torch.compile`` and ONNX export
+                    cell) and every FastGRNN / FastRNN under    record
+                    ``torch.jit.trace`` / ``torch.compile``
+        ==========  =========================================  ==============================================
+
+        Args: as :meth:`forward` (``x`` in the module's layout). Returns the path's name.
+        """
+        if self._use_fused():
+            return "fused"
+        cells_ok = all(c.infer_ok() for c in self.cells)  # kernel nonlinearities, use_kernel, not tracing
+        quiet = not (self.dropout and self.training and self.num_layers > 1)
+        if cells_ok and lengths is None and not self.bidirectional and quiet and not _needs_graph(self, x, state):
+            return "infer"
+        return "kernel" if cells_ok else "loop"
 
     def _forward_infer(self, x, state):
         """Layer by layer in the input's own layout (batch-first in, batch-first out: no transposes)."""

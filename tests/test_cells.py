@@ -440,3 +440,20 @@ def test_rnn_from_cell_instance_clones_configuration():
     assert out.shape == (6, 2, 8) and h.shape == (4, 2, 4)
     with pytest.raises(ValueError, match="disagrees"):
         RNN(FastGRNNCell(3, 4), input_size=5)
+
+
+def test_execution_path_is_decided_in_one_place_as_its_table_says():
+    x = torch.randn(3, 5, 4)
+    fast = RNN("fastgrnn", 4, 6)
+    assert fast.execution_path(x) == "kernel"  # parameters require grad: the hand-written backward
+    with torch.no_grad():
+        assert fast.execution_path(x) == "infer"
+        assert fast.execution_path(x, lengths=torch.tensor([5, 4, 3])) == "kernel"
+    assert RNN("lstm", 4, 6).execution_path(x) == "fused" and RNN("gru", 4, 6).execution_path(x) == "fused"
+    assert RNN("fastrnn", 4, 6, update_nonlinearity=torch.sin).execution_path(x) == "loop"
+    fast.cells[0].use_kernel = False
+    assert fast.execution_path(x) == "loop"
+    # and forward takes that path: the loop's and the kernel's outputs agree
+    out_loop = fast(x)[0]
+    fast.cells[0].use_kernel = True
+    assert torch.allclose(out_loop, fast(x)[0], atol=1e-6)
