@@ -4,9 +4,9 @@
 
 ``make demo`` runs it on the embedded default data (synthetic Speech Commands spoken by espeak-ng, synthesized
 into the checkout on first use). Both models are the same FastGRNN trained with the same settings; only ``--mode``
-differs (``dense`` vs ``lowrank``, i.e. :class:`strrnn.RankSchedule`). The data is prepared once (synthesis and
-the feature cache), then the two trainings run as two ``python -m strrnn.train`` processes at one thread each —
-on two cores, side by side in the time of one. Their run folders are ``<out>/dense`` and ``<out>/lowrank``; the
+differs (``dense`` vs ``lowrank``, i.e. learned STR: :class:`strrnn.STRRecipe`). The data is prepared once
+(synthesis and the feature cache), then the two trainings run as two ``python -m strrnn.train`` processes at one
+thread each — on two cores, side by side in the time of one. Their run folders are ``<out>/dense`` and ``<out>/lowrank``; the
 table (test accuracy, learned ranks, parameters, size in KB) is printed and written to ``<out>/comparison.md``.
 """
 
