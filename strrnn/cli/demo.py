@@ -7,7 +7,8 @@ into the checkout on first use). Both models are the same FastGRNN trained with 
 differs (``dense`` vs ``lowrank``, i.e. learned STR: :class:`strrnn.STRRecipe`). The data is prepared once
 (synthesis and the feature cache), then the two trainings run as two ``python -m strrnn.train`` processes at one
 thread each — on two cores, side by side in the time of one. Their run folders are ``<out>/dense`` and
-``<out>/lowrank``; the table (test accuracy, learned ranks, parameters, size in KB) is printed and written to ``<out>/comparison.md``.
+``<out>/lowrank``; the table (test accuracy, learned ranks, parameters, size in KB) is printed and written to
+``<out>/comparison.md``.
 """
 
 from __future__ import annotations
