@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "overhead": ("overhead", ["--rounds", "20"], ["--rounds", "3"]),
     "cnn_overhead": ("cnn_overhead", ["--rounds", "20", "--threads", "1"], ["--rounds", "3", "--threads", "1"]),
     "inference_latency": ("inference_latency", [], ["--quick"]),
+    "threads": ("threads", [], ["--quick"]),
     # the published FSDD table: two strengths and two budgets (budget control), each with its fixed-rank twins
     "rank_vs_accuracy_100ep": ("rank_vs_accuracy", ["--epochs", "100", "--strengths", "0.6", "0.8", "--no-lstm",
                                                     "--target-params", "6600", "1980", "--jobs", "2"], ["--quick"]),

@@ -86,8 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-clips", action=argparse.BooleanOptionalAction, default=None,
                         help="score every clip of a Speech Commands test-set layout --data-dir (default: when it is "
                              "not the folder the run trained on)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: 1 for recurrent models of at most 256 hidden units)")
     args = parser.parse_args(argv)
     from ..data import DataError
+    from .threads import apply_threads, threads_for_run
+
+    try:
+        apply_threads(threads_for_run(args.run, args.threads))
+    except ValueError as err:
+        print(f"strrnn evaluate: error: {err}", file=sys.stderr)
+        return 2
 
     try:
         accuracy, confusion = evaluate(args.run, args.data_dir, args.split, args.all_clips)

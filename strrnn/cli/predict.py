@@ -19,14 +19,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proba", action="store_true", help="print class probabilities (tab-separated, with a header)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=256, help="files featurized and scored together")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: 1 for recurrent models of at most 256 hidden units)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..predictor import InputError, load  # torch and the data sets: not needed for --help
+    from .threads import apply_threads, threads_for_run
 
     prog = "strrnn predict"
+    try:
+        apply_threads(threads_for_run(args.run, args.threads))
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     if args.batch_size < 1:
         print(f"{prog}: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2

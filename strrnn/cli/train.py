@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech: random time shift (±100 ms) and background-noise mixing of training clips "
                         "(default: on for Speech Commands, off otherwise)")
     d.add_argument("--batch-size", type=int, default=100, help="examples per batch")
-    d.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    d.add_argument("--num-workers", type=int, default=0,
+                   help="data-loader worker processes (lowered to what fits beside --threads on the free cores)")
 
     m = p.add_argument_group("model and STR")
     m.add_argument("--model", default=None,
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=0, help="of the weights, the data split and the batch order")
 
     t = p.add_argument_group("hardware, run folder and logs")
+    t.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of this process (default: 1 for recurrent models of at most 256 hidden "
+                        "units, which slow down with more threads on shared cores; otherwise torch's default)")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ... (Lightning)")
     t.add_argument("--devices", default="1", help="number of devices, -1 or 'auto' (Lightning)")
     t.add_argument("--num-nodes", type=int, default=1, help="machines (Lightning)")
@@ -239,7 +243,7 @@ def _flag_text(key: str, value) -> str:
 
 
 OPERATIONAL = {"resume", "overwrite", "out", "config", "accelerator", "devices", "num_nodes", "strategy",
-               "num_workers", "progress_bar", "logger", "strrnn_version"}
+               "num_workers", "progress_bar", "logger", "strrnn_version", "threads"}
 
 
 def explicit_flags(argv: list[str]) -> set[str]:
@@ -370,6 +374,8 @@ def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> No
     if config["hidden_size"] > MAX_HIDDEN:
         raise UsageError(f"--hidden-size {config['hidden_size']} is too large (at most {MAX_HIDDEN:,}: a hidden-size "
                          "H recurrent matrix has H*H weights)")
+    if config["threads"] is not None and (not isinstance(config["threads"], int) or config["threads"] < 1):
+        raise UsageError(f"--threads must be a positive integer, got {config['threads']!r}")
     for key in ("min_rank", "warmup_epochs", "num_workers", "seed"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 0, got {config[key]!r}")
@@ -541,6 +547,25 @@ def build_callbacks(config: dict, out: Path, model: torch.nn.Module) -> list[pl.
     ]
 
 
+def set_threads(config: dict) -> None:
+    """Compute with :func:`strrnn.cli.threads.choose_threads` threads and fit the data-loader workers beside them
+    (a lowered ``--num-workers`` is logged)."""
+    import torch
+
+    from .threads import choose_threads, fit_workers
+
+    threads = choose_threads(config["threads"], config["model"], config["hidden_size"], config["dataset"])
+    if threads is not None:
+        torch.set_num_threads(threads)
+    accelerated = config["accelerator"] in ("gpu", "cuda", "mps", "tpu") or (
+        config["accelerator"] == "auto" and torch.cuda.is_available())
+    workers = fit_workers(config["num_workers"], threads, accelerated)
+    if workers < config["num_workers"]:
+        log.warning("--num-workers %d lowered to %d: %s compute thread(s) leave %d free core(s) (--threads)",
+                    config["num_workers"], workers, threads or torch.get_num_threads(), workers)
+        config["num_workers"] = workers
+
+
 def build_loggers(config: dict, out: Path) -> list:
     """The CSV logger (``<out>/logs/metrics.csv``, which ``--resume`` and the run folder's ``metrics.csv`` read)
     first, so that it stays ``trainer.logger``; with ``--logger tensorboard`` also TensorBoard's event files in
@@ -570,6 +595,7 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
     from ..modes import get_mode
 
     started = time.time()
+    set_threads(config)
     out, resume_from = open_run_folder(config, explicit)
     loggers = build_loggers(config, out)  # a missing extra is reported before the data is built
     pl.seed_everything(config["seed"], workers=True, verbose=False)

@@ -113,6 +113,12 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.size
 
 
+def one_thread_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the data modules' loaders: a worker computes with one thread, so that workers and the
+    trainer's own threads never oversubscribe the cores (each worker would otherwise start torch's default)."""
+    torch.set_num_threads(1)
+
+
 def epoch_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
     """The data modules' loader: shuffled by :class:`EpochShuffleSampler` (order fixed by ``(seed, epoch)``) when
@@ -126,6 +132,7 @@ def epoch_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_wor
         pin_memory=pin_memory,
         drop_last=drop_last and shuffle,
         persistent_workers=num_workers > 0,
+        worker_init_fn=one_thread_worker if num_workers > 0 else None,
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .audio import Augmentation, Item, augment_waveform, load_audio, load_item
-from .base import BaseDataModule, EpochShuffleSampler, stats_arrays
+from .base import BaseDataModule, EpochShuffleSampler, one_thread_worker, stats_arrays
 from .cache import cached_features
 from .errors import CorruptAudioError, EmptyClassError, EmptySplitError
 from .features import FeatureConfig, compute_features, feature_config, warn_bad
@@ -123,7 +123,7 @@ class AudioDataModule(BaseDataModule):
         return torch.utils.data.DataLoader(
             ds, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(ds), self.seed), collate_fn=ds.collate,
             num_workers=self.num_workers, pin_memory=self.pin_memory, drop_last=self.drop_last,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.num_workers > 0, worker_init_fn=one_thread_worker if self.num_workers else None,
         )
 
     def _augmented_train_set(self) -> AugmentedAudioDataset:
