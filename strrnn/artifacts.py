@@ -24,13 +24,13 @@ from . import models as smodels
 from .exporting import export
 from .fileio import atomic_path, load_checkpoint_file
 from .low_rank import LowRankSTR, originals
-from .modes import UsageError, get_mode
+from .modes import MODES, UsageError, get_mode
 from .reporting import iter_str_tensors
 
 __all__ = [
     "dataset_names", "model_names", "default_data_dir", "build_datamodule", "build_model", "export_model",
     "flops_profile", "learned_ranks", "count_params", "save_exported", "load_exported", "read_summaries",
-    "EXPORT_FORMAT",
+    "read_summary", "EXPORT_FORMAT",
 ]
 
 SPEECH_COMMANDS = ("google12", "google13", "google30", "google35")
@@ -153,28 +153,86 @@ class _Shape:
         self.class_names = payload["class_names"]
 
 
+#: what every exported.pt holds (save_exported)
+_PAYLOAD_KEYS = ("config", "ranks", "class_names", "input_shape", "num_features", "state_dict")
+#: settings added to the configuration since the first exported files, at the value those older runs trained with
+_OLDER_CONFIG_DEFAULTS = {"num_layers": 1, "pooling": "last", "model": None}
+
+
+def _not_exported(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path} is {what}, not a strrnn exported model; pass a run folder written by strrnn train "
+                      "(or its exported.pt)")
+
+
+def _read_payload(path: Path) -> dict:
+    """The checked contents of an ``exported.pt``: a dict of the current format with every key."""
+    if path.suffix.lower() == ".onnx":
+        raise _not_exported(path, "an ONNX file (score it with onnxruntime)")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise _not_exported(path, "not a PyTorch file")
+    payload = load_checkpoint_file(path)
+    if not isinstance(payload, dict):
+        raise _not_exported(path, f"a PyTorch file holding a {type(payload).__name__}")
+    if "pytorch-lightning_version" in payload or "optimizer_states" in payload:
+        raise _not_exported(path, "a training checkpoint (best.ckpt/last.ckpt)")
+    if payload.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{path}: unsupported exported format {payload.get('format')!r} (this strrnn reads "
+                         f"format {EXPORT_FORMAT}); export the run again with this version")
+    missing = [key for key in _PAYLOAD_KEYS if key not in payload]
+    if missing:
+        raise ValueError(f"{path}: incomplete exported model (no {', '.join(missing)}); the file is damaged — finish "
+                         "or rerun the training to write it again")
+    if not isinstance(payload["config"], dict) or not isinstance(payload["state_dict"], dict):
+        raise ValueError(f"{path}: damaged exported model (its config or state_dict is not a mapping)")
+    return payload
+
+
 def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """Rebuild the exported model of a run folder (or an ``exported.pt``) and load its weights.
 
-    Returns ``(model, payload)``. Loaded with ``weights_only=True``.
+    Returns ``(model, payload)``. Loaded with ``weights_only=True``. A configuration from an older version lacks
+    the settings added since: they take the value those runs trained with.
+
+    Raises:
+        ValueError: naming the file, for anything but a complete exported model whose weights fit its stored
+            configuration and are finite (an ONNX file, a training checkpoint, a damaged or foreign file, NaN
+            weights).
     """
     path = Path(path)
     if path.is_dir():
         path = path / "exported.pt"
     if not path.is_file():
         raise ValueError(f"{path} not found: is this a finished strrnn.train run folder?")
-    payload = load_checkpoint_file(path)
-    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path}: unsupported exported format {payload.get('format')!r}")
-    config = payload["config"]
-    model = build_model(config, _Shape(payload))
-    mode = get_mode(config["mode"])
-    if mode.reload is not None:
-        mode.reload(model, config, payload["ranks"])
-    else:
-        mode.apply(model, config)
-    small = export_model(model)
-    small.load_state_dict(payload["state_dict"])
+    payload = _read_payload(path)
+    config = payload["config"] = {**_OLDER_CONFIG_DEFAULTS, **payload["config"]}
+    if config.get("mode") not in MODES:
+        raise ValueError(f"{path}: trained in mode {config.get('mode')!r}, which this strrnn does not know "
+                         f"({', '.join(MODES)})")
+    try:
+        model = build_model(config, _Shape(payload))
+        mode = get_mode(config["mode"])
+        if mode.reload is not None:
+            mode.reload(model, config, payload["ranks"])
+        else:
+            mode.apply(model, config)
+        small = export_model(model)
+        small.load_state_dict(payload["state_dict"])
+    except KeyError as err:
+        raise ValueError(f"{path}: its stored configuration lacks {err}; the file is damaged or from an "
+                         "incompatible version") from None
+    except (RuntimeError, TypeError, ValueError, AttributeError, StopIteration) as err:
+        # load_state_dict's first line only says that it failed; the second names the first mismatch
+        lines = [line.strip() for line in str(err).strip().splitlines()][:2] or [type(err).__name__]
+        first = " ".join(lines)
+        raise ValueError(f"{path}: its weights do not fit the model its configuration describes ({first[:200]}); "
+                         "the file is damaged or was edited") from None
+    broken = [name for name, tensor in small.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise ValueError(f"{path}: the exported model holds NaN or infinite weights ({', '.join(broken[:3])}); it "
+                         "cannot score anything — train the run again")
     return small.eval(), payload
 
 
@@ -198,15 +256,33 @@ def read_summaries(run_dirs) -> pd.DataFrame:
     """One row per run folder with its ``summary.json`` flattened (ranks as a compact string)."""
     rows = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "summary.json"
-        if not path.is_file():
-            raise ValueError(f"{run_dir}: no summary.json (not a finished strrnn.train run folder)")
-        summary = json.loads(path.read_text())
+        summary = read_summary(run_dir)
         summary["run"] = str(run_dir)
         ranks = summary.get("ranks") or {}
         summary["ranks"] = ",".join(str(ranks[k]) for k in sorted(ranks, key=_rank_order)) if ranks else "full"
         rows.append(summary)
     return pd.DataFrame(rows)
+
+
+def read_summary(run_dir) -> dict:
+    """The ``summary.json`` of ``run_dir`` as a dict.
+
+    Raises:
+        ValueError: naming the file when it is missing, unreadable, not JSON (e.g. truncated) or not an object.
+    """
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no summary.json (not a finished strrnn.train run folder)")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read it ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); the file is "
+                         "truncated or was edited") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: expected a JSON object of run results, found a {type(summary).__name__}")
+    return summary
 
 
 def _rank_order(key: str) -> tuple:

@@ -63,7 +63,35 @@ class AtomicCheckpointIO:
             torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return load_checkpoint_file(path, map_location)
+        checkpoint = load_checkpoint_file(path, map_location)
+        _relocate(checkpoint, Path(path).parent)
+        return checkpoint
+
+
+def _relocate(checkpoint, folder: Path) -> None:
+    """Point the ``ModelCheckpoint`` states of ``checkpoint`` at ``folder``, where it is loaded from.
+
+    Lightning restores a ``ModelCheckpoint``'s best score only when its stored ``dirpath`` equals the current one:
+    a run folder that was moved or copied would resume without it, let a worse epoch replace ``best.ckpt`` and
+    write ``best_val_acc: null``. The run's checkpoints moved with the folder, so their paths move with it.
+    """
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("callbacks"), dict):
+        return
+    here = os.path.realpath(folder)
+    for key, state in checkpoint["callbacks"].items():
+        if not (str(key).startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("dirpath")):
+            continue
+        old = state["dirpath"]
+        if old == here:
+            continue
+        state["dirpath"] = here
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if state.get(name) and os.path.dirname(state[name]) == old:
+                state[name] = os.path.join(here, os.path.basename(state[name]))
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {
+                (os.path.join(here, os.path.basename(p)) if os.path.dirname(p) == old else p): v
+                for p, v in state["best_k_models"].items()}
 
 
 @lightning_class("Callback")
@@ -128,10 +156,12 @@ class RankLogger:
                 raw, top = float(p.raw_alpha(m)), float(m.abs().max())
             if raw >= top and key not in self._warned:
                 self._warned.add(key)
+                kept = (f"only its {p.min_rank} protected entr{'y' if p.min_rank == 1 else 'ies'} (min_rank) "
+                        "survive" if p.min_rank else "the matrix is cut to rank 0 (min_rank=0)")
                 log.warning(
-                    "threshold of %s (%.3g) exceeds every spectrum entry (largest %.3g): min_rank=%d keeps "
-                    "the matrix alive; lower the decay or use --target-rank/--target-params",
-                    key.removeprefix("model."), raw, top, p.min_rank,
+                    "threshold of %s (%.3g) exceeds every spectrum entry (largest %.3g): %s; lower the threshold "
+                    "decay (--threshold-decay) or give the ranks a budget (--target-rank/--target-params)",
+                    key.removeprefix("model."), raw, top, kept,
                 )
 
 
@@ -270,11 +300,20 @@ class ResumableMetrics:
                 self.rows = list(csv.DictReader(handle))
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._restore(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # a run killed after its last epoch resumes with nothing left to fit: Lightning then skips on_train_start,
+        # and the test that follows would restart the log with its own row alone
+        self._restore(trainer)
+
+    def _restore(self, trainer) -> None:
         logger = trainer.logger
         if not self.rows or logger is None or not trainer.is_global_zero:
             return
         keep = [row for row in self.rows if row.get("epoch", "") != "" and int(float(row["epoch"])) <
                 trainer.current_epoch]
+        self.rows = []  # once
         experiment = logger.experiment
         experiment.metrics[:0] = [{k: v for k, v in row.items() if v != ""} for row in keep]
         experiment.save()

@@ -154,3 +154,48 @@ def test_two_roots_of_one_dataset_keep_their_own_entries(tmp_path):
         _, _, hit = cached_features(items, cfg, cache, "fsdd.train", root=root, progress=False)
         assert hit
     assert len(list(cache.glob("*.npy"))) == 2
+
+
+# --- issue 23: entries of other feature settings and clip lists stay, within a size cap -----------------------------
+def test_switching_features_or_clip_lists_keeps_every_entry(tmp_path, clips):
+    cache = tmp_path / "cache"
+    views = [(feature_config("logmel32"), clips), (feature_config("mfcc"), clips),  # --features mfcc, then back
+             (feature_config("logmel32"), clips[:2])]  # the same split of another clip list (evaluate --all-clips)
+    for cfg, items in views:
+        assert not cached_features(items, cfg, cache, "t.test", root=tmp_path, progress=False)[2]
+    for cfg, items in views:
+        assert cached_features(items, cfg, cache, "t.test", root=tmp_path, progress=False)[2]
+    assert len(list(cache.glob("*.npy"))) == 3
+
+
+def test_the_cap_evicts_the_least_recently_used_entries_never_the_new_one(tmp_path, clips):
+    from strrnn.data.cache import evict_least_recently_used
+
+    cache, cfg = tmp_path / "cache", feature_config("logmel32")
+    for n in (1, 2, 3):  # three entries of one clip list each, written in this order
+        cached_features(clips[:n], cfg, cache, "t.train", root=tmp_path, progress=False)
+    metas = sorted(cache.glob("*.json"), key=lambda p: json.loads(p.read_text())["count"])
+    for age, meta in zip((300, 200, 100), metas):  # last used 300, 200 and 100 s ago
+        os.utime(meta, (meta.stat().st_atime, meta.stat().st_mtime - age))
+    assert cached_features(clips[:1], cfg, cache, "t.train", root=tmp_path, progress=False)[2]  # a use: now newest
+    size = sum(p.stat().st_size for p in cache.iterdir())
+    one = size // 3
+    evict_least_recently_used(cache, size - one // 2)
+    left = sorted(json.loads(p.read_text())["count"] for p in cache.glob("*.json"))
+    assert left == [1, 3]  # the entry of two clips was the least recently used
+    _, _, hit = cached_features(clips, cfg, cache, "t.train", root=tmp_path, progress=False, max_bytes=1)
+    assert not hit and [json.loads(p.read_text())["count"] for p in cache.glob("*.json")] == [4]
+    assert len(list(cache.glob("*.npy"))) == 1  # the new entry stays, even alone above the cap
+
+
+def test_the_cap_comes_from_the_environment(monkeypatch):
+    from strrnn.data.cache import DEFAULT_CACHE_MAX_MB, cache_limit
+
+    monkeypatch.delenv("STRRNN_CACHE_MAX_MB", raising=False)
+    assert cache_limit() == DEFAULT_CACHE_MAX_MB * 2**20
+    monkeypatch.setenv("STRRNN_CACHE_MAX_MB", "1.5")
+    assert cache_limit() == int(1.5 * 2**20)
+    for bad in ("0", "-3", "lots", "inf"):
+        monkeypatch.setenv("STRRNN_CACHE_MAX_MB", bad)
+        with pytest.raises(ValueError, match="STRRNN_CACHE_MAX_MB must be a number of megabytes"):
+            cache_limit()

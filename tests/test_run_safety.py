@@ -190,6 +190,7 @@ def test_corrupt_checkpoint_is_named_and_never_suggests_unsafe_loading(tmp_path,
     out = tmp_path / "run"
     assert train.main([*DIGITS, "--mode", "dense", "--out", str(out)]) == 0
     capsys.readouterr()
+    (out / "summary.json").unlink()  # as if killed while testing: a finished run is not resumed at all
     (out / "last.ckpt").write_bytes(b"not a checkpoint")
     assert train.main([*DIGITS, "--mode", "dense", "--out", str(out), "--resume"]) == 2
     err = error_of(capsys)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from strrnn.cli import threads
-from strrnn.cli import train
+from strrnn.cli import threads, train
 
 
 def test_small_recurrent_models_default_to_one_thread():

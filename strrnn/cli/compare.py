@@ -2,19 +2,27 @@
 
 Runs are seeds of one configuration only when every setting of their ``config.yaml`` but the seed matches
 (:func:`run_settings`); the settings in which groups differ are printed ("groups differ in: pooling") and named in
-each row's ``settings`` column. Each group reports its test accuracy as mean ± std over its seeds, the ranks each
-seed learned, the parameters of the STR tensors (W and U) after export — for a run without STR (dense, pruning
-baselines) those of the tensors STR would compress, so a dense row reads 100% — and of the whole exported model.
+each row's ``settings`` column. A run folder named twice, under any path, or a copy of one (the same
+``config.yaml``, ``summary.json`` and ``exported.pt``) counts once. A run without ``config.yaml`` joins the group
+whose runs' ``summary.json`` names the same settings, when exactly one does. Each group reports its test accuracy as
+mean ± std over its seeds, the ranks each seed learned, the parameters of the STR tensors (W and U) after
+export — for a run without STR (dense, pruning baselines) those of the tensors STR would compress, so a dense row
+reads 100% — and of the whole exported model.
 Printed as markdown, written as CSV and plotted: accuracy vs parameters, one panel per data set, one marker per
 mode; ``--ranks-plot`` draws each tensor's rank over the epochs of every run (from its ``ranks.csv``).
+
+Every output path is checked before anything is computed or written (:func:`strrnn.run_folder.check_output`: never
+a run's own file, a folder, or an unwritable place; a plot's name must end in a format matplotlib writes), and
+each file is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
+import hashlib
 import math
+import os
 import statistics
 import sys
 import textwrap
@@ -24,7 +32,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from ..fileio import atomic_path, atomic_write_text
 from ..optional import MissingExtraError, require
+from ..run_folder import RunFolderError, check_output
 from .train import OPERATIONAL, build_parser
 
 if TYPE_CHECKING:  # pandas, torch and the data sets are imported by the functions that use them, not for --help
@@ -39,9 +49,11 @@ _SHOWN = frozenset({"dataset", "mode", "cell", "factors", "strength", "target_ra
 # a run folder without config.yaml (older versions): the settings its summary.json names
 _SUMMARY_SETTINGS = ("dataset", "mode", "model", "cell", "hidden_size", "epochs", "weight_decay", "factors",
                      "threshold_decay", "strength")
+# of those, the ones summary.json records as given (threshold_decay and strength are derived from several flags)
+_RECORDED = ("dataset", "mode", "model", "cell", "hidden_size", "epochs", "weight_decay", "factors")
 
 
-def run_settings(run_dir) -> dict:
+def run_settings(run_dir, summary_only: bool = False) -> dict:
     """The settings that decide what the run in ``run_dir`` computed: its ``config.yaml`` (a flag added since the
     run at its default) without the seed, the operational settings (:data:`strrnn.cli.train.OPERATIONAL`), where the
     data lives and the settings its mode never reads (:attr:`strrnn.modes.Mode.ignores`, and the mode flags it
@@ -49,12 +61,25 @@ def run_settings(run_dir) -> dict:
 
     A fixed-rank run's setting is the ranks it trained at (``ranks``), whether ``--rank-w/--rank-u`` or
     ``--budget-from RUN`` gave them: twins of different seeds at the same ranks trained one configuration. Another
-    ``--budget-from`` counts as the folder's name. Without ``config.yaml``, the settings ``summary.json`` names.
+    ``--budget-from`` counts as the folder's name. Without ``config.yaml`` (or with ``summary_only``), the settings
+    ``summary.json`` names. Where ``config.yaml`` and ``summary.json`` disagree on one of those (``config.yaml``
+    edited after the run), ``summary.json``'s value counts, with a warning: it records what the run trained.
+
+    Raises:
+        ValueError: naming the file, for a ``summary.json`` or ``config.yaml`` that cannot be read.
     """
+    from ..artifacts import read_summary
+
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if (run_dir / "config.yaml").is_file():
-        settings = {**_flag_defaults(), **(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})}
+    summary = read_summary(run_dir)
+    if (run_dir / "config.yaml").is_file() and not summary_only:
+        settings = {**_flag_defaults(), **_read_config(run_dir / "config.yaml")}
+        edited = [key for key in _RECORDED if key in summary and key in settings and summary[key] != settings[key]]
+        if edited:
+            warnings.warn(f"{run_dir}: config.yaml says {', '.join(f'{k}={settings[k]}' for k in edited)} but "
+                          f"summary.json {', '.join(f'{k}={summary[k]}' for k in edited)} (config.yaml edited after "
+                          "the run?); grouped by summary.json, which records what the run trained", stacklevel=2)
+            settings.update({key: summary[key] for key in edited})
     else:
         settings = {key: summary[key] for key in _SUMMARY_SETTINGS if key in summary}
     from ..modes import MODES
@@ -69,6 +94,21 @@ def run_settings(run_dir) -> dict:
     elif settings.get("budget_from"):
         settings["budget_from"] = Path(str(settings["budget_from"])).name
     return settings
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"{path}: not a readable run configuration (invalid YAML{at}); restore it or move "
+                         "the run folder out of the comparison") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, found a {type(config).__name__}")
+    return config
 
 
 @functools.cache
@@ -136,7 +176,7 @@ def compare(run_dirs) -> pd.DataFrame:
 
     from ..artifacts import read_summaries
 
-    runs = read_summaries(run_dirs)
+    runs = read_summaries(_distinct_runs(run_dirs))
     if runs.empty:
         raise ValueError("no run folders given")
     accuracy = pd.to_numeric(runs["test_acc"], errors="coerce") if "test_acc" in runs else pd.Series(float("nan"),
@@ -160,8 +200,9 @@ def compare(run_dirs) -> pd.DataFrame:
         runs[column] = pd.to_numeric(runs[column], errors="coerce").astype(float)
     for i in runs.index[~(runs["params_str_dense"] > 0)]:  # no STR tensor: count what STR would compress
         runs.loc[i, ["params_str_dense", "params_str"]] = compressible_params(runs.at[i, "run"])
-    settings = {run: run_settings(run) for run in runs["run"]}
+    settings = _join_partial_runs({run: run_settings(run) for run in runs["run"]})
     runs["key"] = [repr(sorted(settings[run].items())) for run in runs["run"]]
+    _warn_shared_seeds(runs)
     groups = {key: settings[run] for key, run in zip(runs["key"], runs["run"])}
     by_dataset: dict[str, list[dict]] = {}
     for group in groups.values():
@@ -207,6 +248,68 @@ def portable_path(path) -> str:
         return str(resolved.relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def _identity(run_dir: Path) -> str | None:
+    """A digest of what a run is (``config.yaml``, ``summary.json`` and ``exported.pt``): equal for copies of
+    one run."""
+    if not (run_dir / "summary.json").is_file():
+        return None
+    digest = hashlib.sha256()
+    for name in ("config.yaml", "summary.json", "exported.pt"):
+        try:
+            digest.update(name.encode() + b"\0" + (run_dir / name).read_bytes() + b"\0")
+        except OSError:
+            digest.update(name.encode() + b"\0-")
+    return digest.hexdigest()
+
+
+def _distinct_runs(run_dirs) -> list[str]:
+    """``run_dirs`` without repeats: the same folder under another path, or a copy of a run already given
+    (:func:`_identity`); each left out with a warning naming the run it repeats."""
+    kept, by_path, by_identity = [], {}, {}
+    for run in map(str, run_dirs):
+        resolved = os.path.realpath(run)
+        if resolved in by_path:
+            warnings.warn(f"{run} is {by_path[resolved]} again; counted once", stacklevel=3)
+            continue
+        identity = _identity(Path(run))
+        if identity is not None and identity in by_identity:
+            warnings.warn(f"{run} is a copy of {by_identity[identity]} (the same config.yaml, summary.json and "
+                          "exported.pt); counted once", stacklevel=3)
+            continue
+        by_path[resolved] = run
+        if identity is not None:
+            by_identity[identity] = run
+        kept.append(run)
+    return kept
+
+
+def _join_partial_runs(settings: dict[str, dict]) -> dict[str, dict]:
+    """Give a run without ``config.yaml`` the settings of the one group of runs with a ``config.yaml`` whose
+    ``summary.json`` names the same settings (with none or several such groups it stays a group of its own)."""
+    partial = [run for run in settings if not (Path(run) / "config.yaml").is_file()]
+    if not partial or len(partial) == len(settings):
+        return settings
+    brief = {run: run_settings(run, summary_only=True) for run in settings}
+    joined = dict(settings)
+    for run in partial:
+        groups = {repr(sorted(settings[other].items())): other for other in settings
+                  if other not in partial and brief[other] == brief[run]}
+        if len(groups) == 1:
+            joined[run] = settings[next(iter(groups.values()))]
+    return joined
+
+
+def _warn_shared_seeds(runs) -> None:
+    if "seed" not in runs:
+        return
+    for _, group in runs.groupby("key", sort=False):
+        repeated = group["seed"][group["seed"].duplicated(keep=False)]
+        if not repeated.empty:
+            names = ", ".join(group.loc[repeated.index, "run"])
+            warnings.warn(f"runs {names} share seed {repeated.iloc[0]}: they are averaged as if they were "
+                          "different seeds", stacklevel=3)
 
 
 def _distinct(values) -> str:
@@ -277,9 +380,15 @@ def plot(table: pd.DataFrame, path: str | Path, title: str | None = None):
     if title and len(datasets) > 1:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return fig
+
+
+def _save(fig, path: str | Path) -> None:
+    """Write the figure atomically, in the format its file name ends in (PNG without one)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
 
 
 def read_ranks(run_dir) -> pd.DataFrame:
@@ -337,9 +446,45 @@ def plot_ranks(run_dirs, path: str | Path):
                 handles.append(handle)
                 names.append(name)
     fig.legend(handles, names, loc="outside right upper", fontsize="small")
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return fig
+
+
+def check_outputs(outputs: dict[str, str | None]) -> None:
+    """Check every output file (``{flag: path}``; None: not asked for) before anything is computed or written:
+    :func:`strrnn.run_folder.check_output` for each, a plot format matplotlib writes for the plots, and no two
+    flags naming one file.
+
+    Raises:
+        ValueError: naming the flag and the path.
+    """
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        try:
+            check_output(path, flag)
+        except RunFolderError as err:
+            raise ValueError(str(err)) from None
+        if flag != "--csv":
+            _check_plot_format(path, flag)
+        resolved = os.path.realpath(os.path.expanduser(path))
+        if resolved in seen:
+            raise ValueError(f"{seen[resolved]} and {flag} name the same file {path}; give each its own")
+        seen[resolved] = flag
+
+
+def _check_plot_format(path: str, flag: str) -> None:
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:  # no plot is drawn without matplotlib: nothing to check
+        return
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix and suffix not in formats:
+        raise ValueError(f"{flag} {path}: matplotlib cannot write .{suffix} files; end the name in one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,28 +500,42 @@ def main(argv: list[str] | None = None) -> int:
                         help="also draw each tensor's rank over the epochs of every run (from ranks.csv) into FILE")
     args = parser.parse_args(argv)
     try:
+        check_outputs({"--csv": args.csv, "--plot": args.plot, "--ranks-plot": args.ranks_plot})
         table = compare(args.runs)
+        if args.ranks_plot and all(read_ranks(run).empty for run in args.runs):
+            raise ValueError("none of the runs logged a rank in its ranks.csv (only --mode lowrank and fixed-rank "
+                             "runs have low-rank tensors); nothing written: drop --ranks-plot")
     except ValueError as err:
         print(f"strrnn compare: error: {err}", file=sys.stderr)
         return 2
     print(to_markdown(table))
     for line in differences(table):
         print(line)
-    table.to_csv(args.csv, index=False)
+    try:
+        for path in (args.csv, args.plot, args.ranks_plot):
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.csv, table.to_csv(index=False))
+    except OSError as err:
+        print(f"strrnn compare: error: cannot write {args.csv}: {err}", file=sys.stderr)
+        return 2
     written, status = [args.csv], 0
     try:
         plot(table, args.plot)
         written.append(args.plot)
     except MissingExtraError as err:  # the table and the CSV are still worth having
         print(f"strrnn compare: no plot written: {err}", file=sys.stderr)
+    except OSError as err:
+        print(f"strrnn compare: error: cannot write {args.plot}: {err}", file=sys.stderr)
+        status = 2
     if args.ranks_plot:
         try:
             plot_ranks(args.runs, args.ranks_plot)
             written.append(args.ranks_plot)
         except MissingExtraError as err:
             print(f"strrnn compare: no ranks plot written: {err}", file=sys.stderr)
-        except ValueError as err:  # none of the runs logged a rank
-            print(f"strrnn compare: error: {err}", file=sys.stderr)
+        except OSError as err:
+            print(f"strrnn compare: error: cannot write {args.ranks_plot}: {err}", file=sys.stderr)
             status = 2
     print(f"\nwrote {', '.join(written)}")
     return status

@@ -12,6 +12,7 @@ import sys
 from ..data.downloader import ALIASES, ARCHIVES, download
 from ..data.errors import DataError
 from ..data.paths import FOLDERS, dataset_dir, env_var
+from ..run_folder import RunFolderError, check_output_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     root = dataset_dir(args.name, args.root)
     try:
+        check_output_folder(root, "--root" if args.root else "the data folder")  # before any byte is fetched
         download(args.name, root, keep_archive=args.keep_archive)
-    except (DataError, FileExistsError) as err:
+    except (DataError, FileExistsError, RunFolderError) as err:
         print(f"strrnn data download: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that became unwritable midway, a full disk
+        print(f"strrnn data download: error: cannot write {root}: {err}", file=sys.stderr)
         return 2
     print(f"{args.name}: {root}")
     return 0

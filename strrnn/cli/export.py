@@ -23,13 +23,15 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="dataset root for --check-accuracy (default: the run's)")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest PyTorch-vs-onnxruntime logit difference")
     args = parser.parse_args(argv)
+    if not 0 <= args.atol < float("inf"):  # also NaN: say so before seconds of imports and tracing
+        parser.exit(2, f"strrnn export: error: --atol must be a finite number >= 0, got {args.atol}\n")
     from ..data import DataError  # torch and onnx: not needed for --help
     from ..deploy.onnx_graph import export_onnx, onnx_accuracy
 
     prog = "strrnn export"
     try:
         result = export_onnx(args.run, args.onnx, int8=args.int8, atol=args.atol)
-    except (ValueError, DataError, DiskFullError) as err:
+    except (ValueError, DataError, DiskFullError, OSError) as err:  # OSError: a write that failed midway
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     shape = "x".join(map(str, result.input_shape))

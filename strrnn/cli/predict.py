@@ -1,8 +1,11 @@
 """Label audio files with a trained run: ``strrnn predict RUN a.wav b.wav ...``.
 
 Prints one label per line, in the order of the files; ``--proba`` prints a tab-separated table instead (a header
-``file label <class names...>``, then one row per file with its class probabilities). A missing, empty or
-non-audio file is reported in one line naming it, with exit status 2.
+``file label <class names...>``, then one row per file with its class probabilities; a backslash, tab, newline or
+carriage return in a file name is written as ``\\\\``, ``\\t``, ``\\n``, ``\\r``, so that every row stays one
+line of the same columns). A missing, empty or non-audio file is reported in one line naming it, with exit
+status 2; a file scored but probably not as meant (truncated, longer than one clip, samples beyond [-1, 1]) gets a
+one-line warning on stderr.
 """
 
 from __future__ import annotations
@@ -10,6 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _field(text: str) -> str:
+    """``text`` as one TSV field: the characters that would split the field or the row, escaped."""
+    return text.translate(_ESCAPES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``strrnn predict``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from ..predictor import InputError, load  # torch and the data sets: not needed for --help
+    from ..predictor import InputError, InputWarning, load  # torch and the data sets: not needed for --help
     from .threads import apply_threads, threads_for_run
 
     prog = "strrnn predict"
@@ -40,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         predictor = load(args.run, device=args.device, batch_size=args.batch_size)
-    except ValueError as err:
+    except ValueError as err:  # also an unusable --device, named as such
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - a corrupt exported.pt raises pickle/zip/runtime errors
@@ -49,14 +61,19 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        proba = predictor.predict_proba(args.files)
-    except InputError as err:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InputWarning)
+            proba = predictor.predict_proba(args.files)
+    except (InputError, RuntimeError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            print(f"{prog}: warning: {warning.message}", file=sys.stderr)
     labels = [predictor.labels[k] for k in proba.argmax(axis=1)]
     if args.proba:
         lines = ["\t".join(["file", "label", *predictor.labels])]
-        lines += ["\t".join([path, label, *(f"{p:.6f}" for p in row)])
+        lines += ["\t".join([_field(path), label, *(f"{p:.6f}" for p in row)])
                   for path, label, row in zip(args.files, labels, proba, strict=True)]
     else:
         lines = labels

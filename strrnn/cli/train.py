@@ -368,9 +368,10 @@ def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> No
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {config[key]!r}")
     _number(config, ("threshold_lr",), low=0.0, strict=True)
     _number(config, ("s_init",))
-    if config["limit_batches"] is not None and not (config["limit_batches"] > 0):
-        raise UsageError(f"--limit-batches must be > 0 (a fraction <= 1 or a number of batches), got "
-                         f"{config['limit_batches']!r}")
+    limit = config["limit_batches"]
+    # Lightning takes a fraction of the batches (<= 1) or a whole number of them, nothing in between
+    if limit is not None and not (limit > 0 and (limit <= 1 or float(limit).is_integer())):
+        raise UsageError(f"--limit-batches must be > 0: a fraction <= 1 or a whole number of batches, got {limit!r}")
     if config["hidden_size"] > MAX_HIDDEN:
         raise UsageError(f"--hidden-size {config['hidden_size']} is too large (at most {MAX_HIDDEN:,}: a hidden-size "
                          "H recurrent matrix has H*H weights)")
@@ -379,12 +380,19 @@ def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> No
     for key in ("min_rank", "warmup_epochs", "num_workers", "seed"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 0, got {config[key]!r}")
+    if config["mode"] in ("lowrank", "lowrank-gmp") and config["min_rank"] < 1:
+        # their freeze keeps every matrix at rank >= 1 (rank 0 would cut the recurrence altogether), so 0 would
+        # silently act as 1
+        raise UsageError(f"--min-rank {config['min_rank']}: --mode {config['mode']} keeps at least rank 1 in every "
+                         "matrix; use --min-rank 1 or more (to cut more, raise --threshold-decay — --strength for "
+                         "lowrank-gmp — or set --target-rank)")
     devices = str(config["devices"])
     if devices != "auto" and not (devices.lstrip("-").isdigit() and int(devices) in (-1,) or
                                   devices.isdigit() and int(devices) >= 1 or "," in devices):
         raise UsageError(f"--devices must be a positive number of devices, -1 or 'auto' (or a list like '0,1'), "
                          f"got {config['devices']!r}")
     _choice(config, "precision", PRECISIONS)
+    _check_accelerator(config["accelerator"])
     loggers = config["logger"]  # a --config file may give one name, a list or nothing
     loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
     for name in loggers:
@@ -396,6 +404,15 @@ def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> No
         raise UsageError("--out is empty; give the run folder a name, e.g. --out runs/my-run")
     if config["data_dir"]:  # stored absolute so that evaluate/export work from any folder
         config["data_dir"] = str(Path(os.path.expanduser(str(config["data_dir"]))).resolve())
+
+
+def _check_accelerator(accelerator) -> None:
+    """A GPU asked for on a machine without one: say so before any work (Lightning raises a traceback later)."""
+    import torch
+
+    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--accelerator {accelerator}: no GPU is usable on this machine "
+                         "(torch.cuda.is_available() is False); use --accelerator cpu")
 
 
 MAX_HIDDEN = 65_536
@@ -587,7 +604,9 @@ def build_loggers(config: dict, out: Path) -> list:
 def run(config: dict, explicit: set[str] = frozenset()) -> dict:
     """Train, test and write the run folder for a validated ``config``; return the summary dict.
 
-    ``explicit``: the keys given on the command line (a resumed run refuses changes to them).
+    ``explicit``: the keys given on the command line (a resumed run refuses changes to them). The run folder is
+    locked for the whole run (:func:`lock_run_folder`); a start that fails before the first checkpoint leaves
+    nothing behind (:meth:`strrnn.run_folder.RunLock.release`), so the same command can simply run again.
     """
     import pytorch_lightning as pl
 
@@ -596,33 +615,108 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
 
     started = time.time()
     set_threads(config)
-    out, resume_from = open_run_folder(config, explicit)
-    loggers = build_loggers(config, out)  # a missing extra is reported before the data is built
-    pl.seed_everything(config["seed"], workers=True, verbose=False)
-    datamodule, model, task = build_run(config)
-    create_run_folder(config, out)
-    callbacks = build_callbacks(config, out, model)
-    callbacks.append(ResumableMetrics(out / "logs" / "metrics.csv" if resume_from else None))
-    task.selectable = get_mode(config["mode"]).selectable(config, task, callbacks)
-    limit = config["limit_batches"]
-    devices = config["devices"]
-    trainer = pl.Trainer(
-        max_epochs=config["epochs"], accelerator=config["accelerator"],
-        devices=int(devices) if str(devices).isdigit() else devices, num_nodes=config["num_nodes"],
-        strategy=config["strategy"], precision=config["precision"], default_root_dir=out,
-        logger=loggers,
-        callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        deterministic=False, log_every_n_steps=10, enable_model_summary=False,
-        enable_progress_bar=config["progress_bar"],
-        limit_train_batches=limit, limit_val_batches=limit, limit_test_batches=limit,
-    )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
-    best = out / "best.ckpt"
-    test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best if best.exists() else None,
-                                verbose=False)
-    if not trainer.is_global_zero:
-        return {}
-    return write_outputs(config, out, task, datamodule, trainer, test_metrics, time.time() - started)
+    held = lock_run_folder(config)
+    created = False
+    try:
+        out, resume_from = open_run_folder(config, explicit)  # again under the lock: the folder may have changed
+        loggers = build_loggers(config, out)  # a missing extra is reported before the data is built
+        pl.seed_everything(config["seed"], workers=True, verbose=False)
+        datamodule, model, task = build_run(config)
+        check_precision(config, model)
+        callbacks = build_callbacks(config, out, model)
+        callbacks.append(ResumableMetrics(out / "logs" / "metrics.csv" if resume_from else None))
+        task.selectable = get_mode(config["mode"]).selectable(config, task, callbacks)
+        limit = config["limit_batches"]
+        devices = config["devices"]
+        trainer = _trainer(
+            max_epochs=config["epochs"], accelerator=config["accelerator"],
+            devices=int(devices) if str(devices).isdigit() else devices, num_nodes=config["num_nodes"],
+            strategy=config["strategy"], precision=config["precision"], default_root_dir=out,
+            logger=loggers,
+            callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            deterministic=False, log_every_n_steps=10, enable_model_summary=False,
+            enable_progress_bar=config["progress_bar"],
+            limit_train_batches=limit, limit_val_batches=limit, limit_test_batches=limit,
+        )
+        create_run_folder(config, out)  # once every flag proved usable: no mistake costs the old run
+        created = True
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
+        best = out / "best.ckpt"
+        test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best if best.exists() else None,
+                                    verbose=False)
+        if not trainer.is_global_zero:
+            return {}
+        return write_outputs(config, out, task, datamodule, trainer, test_metrics, time.time() - started)
+    except BaseException:
+        if held is not None and not config["resume"] and (created or held.created):
+            held.release(discard=True)
+        raise
+    finally:
+        if held is not None:
+            held.release()
+
+
+def lock_run_folder(config: dict) -> run_folder.RunLock | None:
+    """Check ``--out`` (:func:`strrnn.run_folder.check_out`: nothing is created for a refused folder) and lock it
+    for this process, creating it when absent; None in a DDP child, whose launching process holds the lock.
+
+    Raises:
+        UsageError: ``--out`` is unusable, or another training holds the folder (naming its pid).
+    """
+    if _is_ddp_child():
+        return None
+    out = Path(os.path.expanduser(str(config["out"])))
+    try:
+        run_folder.check_out(out, resume=config["resume"], overwrite=config["overwrite"])
+        return run_folder.lock(out)
+    except run_folder.RunFolderError as err:
+        # a folder in use: that is the news, whatever else would keep this run out of it
+        raise UsageError(run_folder.in_use(out) if out.is_dir() and run_folder.in_use(out) else str(err)) from None
+
+
+_MIXED_PRECISIONS = ("16-mixed", "bf16-mixed")
+
+
+def _on_cpu(accelerator: str) -> bool:
+    import torch
+
+    return str(accelerator).lower() == "cpu" or (str(accelerator).lower() == "auto" and not torch.cuda.is_available())
+
+
+def check_precision(config: dict, model: torch.nn.Module) -> None:
+    """Refuse 16-bit mixed precision for a model whose recurrence cannot run under autocast, before any training.
+
+    FastGRNN/FastRNN's hand-written kernels (:mod:`strrnn.fastgrnn_kernel`) accumulate into float32 buffers with
+    in-place products, which autocast does not convert (on any device); on the CPU, torch's own LSTM/GRU
+    (oneDNN) have no autocast kernel either. CNNs train under mixed precision on either device.
+    """
+    if config["precision"] not in _MIXED_PRECISIONS:
+        return
+    import torch
+
+    from ..cells import RecurrentCell
+
+    flag = f"--precision {config['precision']}"
+    if any(getattr(m, "use_kernel", False) for m in model.modules()):
+        raise UsageError(f"{flag}: --cell {config['cell']} runs FastGRNN/FastRNN's hand-written kernel "
+                         "(strrnn/fastgrnn_kernel.py), which computes in float32 and cannot run under autocast; use "
+                         "--precision 32-true")
+    recurrent = any(isinstance(m, (RecurrentCell, torch.nn.RNNBase)) for m in model.modules())
+    if recurrent and _on_cpu(config["accelerator"]):
+        raise UsageError(f"{flag}: on the CPU, torch's recurrent layers (--cell {config['cell']}) have no 16-bit "
+                         "autocast kernel; use --precision 32-true, or train on a GPU (--accelerator gpu)")
+
+
+def _trainer(**kwargs):
+    """``pl.Trainer(**kwargs)``, with Lightning's complaints about the hardware flags as a one-line error."""
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**kwargs)
+    except MisconfigurationException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{first} (check --accelerator, --devices, --strategy and --precision)") from None
 
 
 def write_outputs(config, out: Path, task, datamodule, trainer, test_metrics, wall_time: float) -> dict:

@@ -62,7 +62,9 @@ class AudioDataModule(BaseDataModule):
     """Subclasses implement :meth:`_splits` returning ``{split: (items, labels)}`` and set ``class_names``.
 
     Every split in :attr:`required_splits` must hold clips (:class:`EmptySplitError` otherwise, raised before any
-    feature is computed); the other splits may be empty (e.g. scoring a whole folder as the test split).
+    feature is computed); the other splits may be empty (e.g. scoring a whole folder as the test split). Setting
+    :attr:`scored_splits` (e.g. ``("test",)``) before ``setup`` marks a module built only to score a trained
+    model: then only those splits must hold clips, and no class needs training clips.
     """
 
     #: Splits that must not be empty; subclasses may narrow it (e.g. to ``("test",)`` for evaluation only).
@@ -91,6 +93,7 @@ class AudioDataModule(BaseDataModule):
         self.num_features = self.features.num_features
         self._stat_axes = (0,)  # per-feature statistics over every frame of every training clip
         self.cache_hits: dict[str, bool] = {}
+        self.scored_splits: tuple[str, ...] | None = None
 
     def _default_cache_dir(self) -> Path:
         return self.root / ".cache"
@@ -148,7 +151,7 @@ class AudioDataModule(BaseDataModule):
         return "check the dataset layout"
 
     def _check_nonempty(self, splits: dict, what: str) -> None:
-        for split in self.required_splits:
+        for split in self.scored_splits or self.required_splits:
             if not len(splits[split]):
                 raise EmptySplitError(
                     f"{self.name}: the {split} split is empty{what} under {self.root}; {self._empty_split_hint(split)}"
@@ -158,7 +161,7 @@ class AudioDataModule(BaseDataModule):
         splits = self._splits()
         self._check_nonempty({k: items for k, (items, _) in splits.items()}, "")
         self._train_items = splits["train"]
-        training = "train" in self.required_splits
+        training = self.scored_splits is None and "train" in self.required_splits
         counts = Counter(splits["train"][1])
         empty = [self.class_names[c] for c in range(len(self.class_names)) if counts[c] == 0]
         if empty and training:

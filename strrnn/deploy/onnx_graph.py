@@ -30,6 +30,7 @@ from ..artifacts import check_label_set, exported_datamodule, load_exported
 from ..fileio import atomic_path
 from ..optional import require
 from ..reporting import model_size
+from ..run_folder import RunFolderError, check_output
 
 __all__ = ["OnnxExport", "export_onnx", "onnx_accuracy", "int8_path"]
 
@@ -64,11 +65,19 @@ def _onnxruntime():
 
 
 def _output_file(path: str | Path, flag: str) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'model.onnx'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    """``path`` checked as an output (:func:`strrnn.run_folder.check_output`: never a run's own file, a folder or
+    an unwritable place); ``ValueError`` saying why not."""
+    try:
+        return check_output(path, flag)
+    except RunFolderError as err:
+        raise ValueError(str(err)) from None
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the folder {path.parent} ({err.strerror or err})") from None
 
 
 def _session(onnxruntime, path: Path):
@@ -127,10 +136,14 @@ def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: fl
         samples, seed: how many random check inputs, drawn with which seed.
 
     Raises:
-        ValueError: a missing or unreadable run, an output path that is a folder, or fp32 logits further than
-            ``atol`` from PyTorch's (the file is then not written).
+        ValueError: a missing or unreadable run, an output path that cannot be used (a folder, a run's own file,
+            an unwritable place: :func:`strrnn.run_folder.check_output`, before anything is traced), an ``atol``
+            that is not a finite number >= 0, or fp32 logits further than ``atol`` from PyTorch's (the file is
+            then not written).
         strrnn.optional.MissingExtraError: onnx, onnxscript or onnxruntime is missing (the ``[onnx]`` extra).
     """
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0 or atol == float("inf"):
+        raise ValueError(f"--atol must be a finite number >= 0, got {atol!r}")  # checked before the slow tracing
     onnxruntime = _onnxruntime()
     onnx_path = _output_file(onnx_path, "--onnx")
     q_path = None
@@ -139,6 +152,9 @@ def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: fl
         if q_path.resolve() == onnx_path.resolve():
             raise ValueError(f"--int8 {q_path} is the fp32 --onnx file; give another name")
     model, payload = load_exported(run_dir)
+    for path in (onnx_path, q_path):
+        if path is not None:
+            _make_parent(path)
     input_shape = tuple(int(n) for n in payload["input_shape"])
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(max(samples, 2), *input_shape, generator=generator)
