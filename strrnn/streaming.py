@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import tempfile
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -69,13 +71,15 @@ class Detection:
 @dataclass(frozen=True)
 class StreamSettings:
     """``window``, ``hop`` (s; ``window`` None: the run's clip length), ``smooth`` (windows averaged), ``threshold``
-    (smoothed posterior that fires), ``ignore`` (labels that never fire; None: every ``_label_``)."""
+    (smoothed posterior that fires), ``ignore`` (labels that never fire; None: every ``_label_``), ``merge`` (s:
+    detections closer than this are one word)."""
 
     window: float | None = None
-    hop: float = 0.1
-    smooth: int = 3
-    threshold: float = 0.7
+    hop: float = 0.05
+    smooth: int = 5
+    threshold: float = 0.6
     ignore: tuple[str, ...] | None = None
+    merge: float = 0.3
 
     def check(self) -> None:
         if self.window is not None and not self.window > 0:
@@ -86,6 +90,8 @@ class StreamSettings:
             raise ValueError(f"--smooth must be at least 1, got {self.smooth}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"--threshold must lie in (0, 1], got {self.threshold}")
+        if not self.merge >= 0:
+            raise ValueError(f"--merge must be at least 0, got {self.merge}")
 
 
 def keyword_classes(labels: list[str], ignore=None) -> np.ndarray:
@@ -212,14 +218,15 @@ def _c_posteriors(executable, raw: np.ndarray, window: int, hop: int) -> tuple[n
 
 
 # ---- smoothing and detection ---------------------------------------------------------------------------------------
-def detect(proba: np.ndarray, ends_s: np.ndarray, labels: list[str], *, smooth: int = 3, threshold: float = 0.7,
-           ignore=None, window_s: float = 1.0) -> list[Detection]:
+def detect(proba: np.ndarray, ends_s: np.ndarray, labels: list[str], *, smooth: int = 5, threshold: float = 0.6,
+           ignore=None, window_s: float = 1.0, merge: float = 0.3) -> list[Detection]:
     """Keywords in a sequence of window posteriors (see the module docstring).
 
     Args:
         proba: (N, C) posteriors of consecutive windows; ``ends_s`` (N,) their end times in seconds.
         labels: the C class names; ``ignore``: labels that never fire (None: every ``_label_``).
-        smooth: windows averaged; threshold: smoothed posterior that fires; window_s: window length (for ``start``).
+        smooth: windows averaged; threshold: smoothed posterior that fires; window_s: window length (for ``start``);
+        merge: detections whose ends lie closer than this (s) are one word: the most confident is kept.
     """
     mask = keyword_classes(labels, ignore)
     found, event = [], None  # event: [class, peak, index of the peak]
@@ -241,7 +248,20 @@ def detect(proba: np.ndarray, ends_s: np.ndarray, labels: list[str], *, smooth: 
                 event[1], event[2] = scores[best], j
     if event is not None:
         found.append(_detection(event, ends_s, labels, lag, window_s))
-    return found
+    return _merge(found, merge)
+
+
+def _merge(found: list[Detection], merge: float) -> list[Detection]:
+    """Keep the most confident of detections whose ends lie within ``merge`` s of the previous one's (a word's
+    first part can look like another keyword: "f-" of five like four, for a window or two before the word ends)."""
+    kept: list[Detection] = []
+    for d in found:
+        if kept and d.end - kept[-1].end < merge:
+            if d.confidence > kept[-1].confidence:
+                kept[-1] = d
+            continue
+        kept.append(d)
+    return kept
 
 
 def _detection(event, ends_s, labels, lag: int, window_s: float) -> Detection:
@@ -280,7 +300,9 @@ def spot(predictor, audio, settings: StreamSettings | None = None, *, engine: st
     lead = max((window - hop) * cfg.hop_length, 0)
     features = long_features(predictor, y, lead_samples=lead)
     if engine == "c":
-        ends, proba = _c_posteriors(_c_checker(predictor, engine_file, window), _raw(predictor, features), window, hop)
+        with tempfile.TemporaryDirectory(prefix="strrnn-stream-c-") as folder:
+            exe = _c_checker(predictor, engine_file, window, Path(folder))
+            ends, proba = _c_posteriors(exe, _raw(predictor, features), window, hop)
     else:
         slots = math.ceil(window / hop)
         engine_slots = _TorchSlots(predictor.model.cpu(), slots) if engine == "torch" else \
@@ -291,7 +313,7 @@ def spot(predictor, audio, settings: StreamSettings | None = None, *, engine: st
     # a window ending one past frame t - 1 ends at sample hop_length (t - 1) + win_length; the lead is not audio
     ends_s = ((ends - 1) * cfg.hop_length + cfg.win_length - lead) / cfg.sample_rate
     return detect(proba, ends_s, predictor.labels, smooth=settings.smooth, threshold=settings.threshold,
-                  ignore=settings.ignore, window_s=window_s)
+                  ignore=settings.ignore, window_s=window_s, merge=settings.merge)
 
 
 def _waveform(predictor, audio, sample_rate) -> np.ndarray:
@@ -322,7 +344,13 @@ def _onnx_session(predictor, engine_file):
 
     onnxruntime = _onnxruntime()
     if engine_file is not None:
-        session = _session(onnxruntime, Path(engine_file))
+        if not Path(engine_file).is_file():
+            raise ValueError(f"{engine_file}: no such file")
+        try:
+            session = _session(onnxruntime, Path(engine_file))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{engine_file}: not a readable ONNX model ({reason})") from None
         names = [i.name for i in session.get_inputs()]
         if names != ["frame", "state"]:
             raise ValueError(f"{engine_file} is not a step graph (inputs {names}, expected frame, state): give the "
@@ -335,14 +363,11 @@ def _onnx_session(predictor, engine_file):
     return onnxruntime.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def _c_checker(predictor, engine_file, window: int):
-    import subprocess
-    import tempfile
-
+def _c_checker(predictor, engine_file, window: int, folder: Path):
+    """The C checker to run: ``engine_file``, or the run's C written and compiled in ``folder``."""
     from .deploy import compile_c, write_c
 
     if engine_file is None:
-        folder = Path(tempfile.mkdtemp(prefix="strrnn-stream-c-"))
         norm = None if predictor._mean is None else {"mean": np.asarray(predictor._mean).reshape(-1).tolist(),
                                                        "std": np.asarray(predictor._std).reshape(-1).tolist()}
         write_c(predictor.model.cpu(), folder, input_shape=(window, predictor.features.num_features),
