@@ -60,6 +60,34 @@ def test_detect_smooths_thresholds_merges_and_skips_non_keywords():
         st.StreamSettings(hop=0).check()
 
 
+@pytest.mark.parametrize("cell,pooling,layers", [("lstm", "mean", 2), ("fastgrnn", "last", 1)])
+def test_staggered_window_states_give_each_windows_posteriors(cell, pooling, layers, one_thread):
+    """Windows of 12 frames every 5 frames, 3 slots stepped together: each completed window's posteriors are the
+    model's on that window alone (each slot has its own mean-pooling count); the ONNX step graph's too."""
+    torch.manual_seed(0)
+    model = strrnn.export(strrnn.models.KeywordSpotter(n_features=8, n_classes=4, cell=cell, hidden_size=6,
+                                                       num_layers=layers, pooling=pooling)).eval()
+    features = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    ends, proba = st.window_posteriors(st._TorchSlots(model, 3), features, 12, 5)
+    assert ends.tolist() == [12, 17, 22, 27, 32, 37]
+    with torch.no_grad():
+        windows = torch.from_numpy(np.stack([features[e - 12: e] for e in ends]))
+        expected = torch.softmax(model(windows), -1).numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-6, rtol=0)
+    if all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        import onnxruntime
+
+        from strrnn.deploy.c_source import _describe
+        from strrnn.deploy.onnx_graph import build_graphs
+
+        step = build_graphs(_describe(model, (12, 8), None, None))[1]
+        session = onnxruntime.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(st.window_posteriors(st._OnnxSlots(session, 3), features, 12, 5)[1], expected,
+                                   atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="2 slots cannot hold windows of 12 frames every 5"):
+        st.window_posteriors(st._TorchSlots(model, 2), features, 12, 5)
+
+
 # --- the front end: a long recording's features are a clip's features ----------------------------------------------
 
 
