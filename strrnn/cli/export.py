@@ -16,8 +16,8 @@ from ..fileio import DiskFullError
 def main(argv=None) -> int:
     """``strrnn export``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="strrnn export",
-                                     description="ONNX export of a run's exported model, checked with onnxruntime "
-                                                 "(no data set needed)")
+                                     description="ONNX and/or C export of a run's exported model, checked against "
+                                                 "PyTorch (no data set needed)")
     parser.add_argument("--run", required=True, help="run folder written by strrnn train")
     parser.add_argument("--onnx", default=None,
                         help="output .onnx file (fp32; a recurrent model's step graph is written beside it as "
@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.onnx is None and args.c is None:
         parser.error("give --onnx FILE, --c FOLDER, or both")
+    if args.onnx is None and args.check_accuracy:
+        parser.error("--check-accuracy scores the ONNX files: give --onnx FILE too")
     if args.onnx is None and args.int8 not in (True, False):
         parser.error(f"--int8 {args.int8} names the int8 ONNX file; with --c alone give --int8 without a file")
     from ..data import DataError  # torch and onnx: not needed for --help
