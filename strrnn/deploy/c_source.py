@@ -115,7 +115,8 @@ from ..fileio import DiskFullError, atomic_path
 from ..low_rank import LowRankLinear
 from ..models import POOLINGS, SequenceClassifier
 
-__all__ = ["write_c", "compile_c", "run_c", "footprint", "SUPPORTED_CELLS", "C_NONLINEARITIES", "INT32_MAX"]
+__all__ = ["write_c", "compile_c", "run_c", "footprint", "export_c", "CExport", "SUPPORTED_CELLS", "C_NONLINEARITIES",
+           "INT32_MAX"]
 
 #: Cell classes the C export knows, by the name ``strrnn.cells.build_cell`` uses.
 SUPPORTED_CELLS = {"fastgrnn": FastGRNNCell, "fastrnn": FastRNNCell, "lstm": LSTMCell, "gru": GRUCell}
@@ -1223,4 +1224,88 @@ def footprint(model_or_run, *, payload: dict | None = None, int8: bool = False, 
                    "data_bytes": total(".data", ".sdata"), "bss_bytes": total(".bss", ".sbss")}
         result["flash_bytes"] = result["code_bytes"] + result["rodata_bytes"] + result["data_bytes"]
         result["flash_source"] = "size -A of the compiled object"
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A run folder to checked C (the library side of ``strrnn export --c``)
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class CExport:
+    """What :func:`export_c` wrote and measured.
+
+    ``files``: header, source and ``main.c``; ``info``: :func:`write_c`'s sizes; ``footprint``: :func:`footprint`
+    (flash, RAM, multiply-adds); ``checked``: whether the C ran against PyTorch (False without a compiler, with the
+    reason in ``note``); ``max_rel_diff``: largest ``|c - torch| / max(1, |torch|)`` over the check's logits;
+    ``agreement``: fraction of check clips with the same top class; ``clips``: how many; ``compiler``: the command
+    that compiled the check.
+    """
+
+    directory: Path
+    files: list[Path]
+    info: dict
+    footprint: dict
+    checked: bool
+    note: str = ""
+    max_rel_diff: float | None = None
+    agreement: float | None = None
+    clips: int = 0
+    compiler: str = ""
+
+    def build_command(self, output: str = "kws") -> str:
+        """How to build the checker from the written files (the shell expands the glob)."""
+        return f"cc -std=c99 -O2 {shlex.quote(str(self.directory))}/*.c -lm -o {output}"
+
+
+def export_c(run_dir, directory, *, int8: bool = False, scales: str = "row", prefix: str = "kws", atol: float = 1e-4,
+             samples: int = 16, seed: int = 0, cc=None) -> CExport:
+    """Write the C of a run's exported model into ``directory`` and check it against PyTorch.
+
+    The check compiles the written files (``-std=c99 -O2 -Wall``, in a temporary folder) and runs the checker on
+    ``samples`` random clips of the stored shape: standard-normal *normalized* features (what the model reads),
+    turned into raw features with the run's normalization (what the C reads). fp32 logits must lie within
+    ``atol * max(1, |torch|)`` of PyTorch's; int8 logits are only required to be finite (their agreement with
+    PyTorch's top class is reported). Without a C compiler the files are written and the check is skipped
+    (``checked`` False, ``note`` says why).
+
+    Raises:
+        ValueError: no exported model in ``run_dir``, an unsupported model, an int8 product that could overflow
+            int32, an output folder that cannot be written (one line each, from :func:`write_c`), or C logits
+            outside the tolerance (the files are kept for inspection).
+        RuntimeError: the compiler rejected the generated code (its messages follow the first line).
+    """
+    from ..artifacts import load_exported
+
+    model, payload = load_exported(run_dir)
+    directory = Path(directory)
+    info = write_c(model, directory, payload=payload, int8=int8, scales=scales, prefix=prefix)
+    sizes = footprint(model, payload=payload, int8=int8, scales=scales, prefix=prefix, cc=cc)
+    files = [info["header"], info["source"], info["main"]]
+    result = CExport(directory, files, info, sizes, checked=False)
+    try:
+        result.compiler = shlex.join(_compiler(cc))
+    except ValueError as err:
+        result.note = f"not checked against PyTorch: {err}"
+        return result
+    frames, features = info["frames"], info["features"]
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples, frames, features, generator=generator)
+    norm = payload.get("normalization")
+    raw = x.numpy()
+    if norm is not None:
+        raw = raw * np.asarray(norm["std"], np.float32).reshape(-1) + np.asarray(norm["mean"], np.float32).reshape(-1)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    with tempfile.TemporaryDirectory(prefix="strrnn-c-check-") as folder:
+        exe = compile_c(directory, prefix=prefix, cc=cc, output=Path(folder) / f"{prefix}_check")
+        got = run_c(exe, raw.astype(np.float32))
+    if got.shape != expected.shape or not np.isfinite(got).all():
+        raise ValueError(f"the C checker gave logits of shape {got.shape} (non-finite: "
+                         f"{int((~np.isfinite(got)).sum())}), PyTorch {expected.shape}; the files are in {directory}")
+    worst = float((np.abs(got - expected) / np.maximum(1.0, np.abs(expected))).max())
+    if not int8 and not worst <= atol:
+        raise ValueError(f"the C logits differ from PyTorch's by {worst:.3g} (relative) > {atol} on random clips; "
+                         f"the files are in {directory}")
+    result.checked, result.max_rel_diff, result.clips = True, worst, samples
+    result.agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     return result
