@@ -328,7 +328,9 @@ def _waveform(predictor, audio, sample_rate) -> np.ndarray:
             return load_audio(str(path), predictor.sample_rate)
         except Exception as exc:  # noqa: BLE001 - libsndfile's errors have several types
             raise InputError(f"{path}: not a readable audio file ({str(exc).removeprefix(f'{path}: ')})") from None
-    return predictor._array(audio, "waveform", sample_rate)
+    from .predictor import _sample_rate
+
+    return predictor._array(audio, "waveform", _sample_rate(sample_rate, predictor.sample_rate))
 
 
 def _raw(predictor, features: np.ndarray) -> np.ndarray:

@@ -153,6 +153,14 @@ def fast_tools(monkeypatch, run):
     monkeypatch.setattr(onnx_graph, "_trace_onnx", lambda _model, _shape, path: Path(path).write_bytes(b"onnx"))
     monkeypatch.setattr(onnx_graph, "_session", lambda _ort, _path: Session())
     monkeypatch.setattr(onnx_graph, "_quantize_int8", lambda _fp32, out: Path(out).write_bytes(b"int8"))
+
+    def write_checked(_ort, _clip, _step, path, _inputs, expected, _atol, _what):
+        # the recurrent models' hand-built clip and step graphs, written through the same paths
+        atomic_write_bytes(path, b"onnx")
+        atomic_write_bytes(onnx_graph.step_path(path), b"onnx step")
+        return expected, 0.0, expected
+
+    monkeypatch.setattr(onnx_graph, "_write_checked", write_checked)
     monkeypatch.setattr(compare, "plot", lambda _table, path, title=None: atomic_write_bytes(path, b"png"))
     calls = []
 
@@ -167,8 +175,11 @@ def fast_tools(monkeypatch, run):
 
 def _argv(tool: str, run: Path, first: str, second: str, third: str | None) -> tuple[list[str], list[str]]:
     """The command line and the output paths it names."""
-    if tool == "export":
-        return ["--run", str(run), "--onnx", first, "--int8", second], [first, second]
+    if tool == "export":  # each ONNX file comes with its per-frame step graph beside it
+        from strrnn.deploy.onnx_graph import step_path
+
+        return ["--run", str(run), "--onnx", first, "--int8", second], [first, second, *(
+            str(step_path(path)) for path in (first, second) if path)]
     if tool == "compare":  # the run logged no rank: a --ranks-plot is refused, before anything is written
         ranks = ["--ranks-plot", third] if third is not None else []
         return [str(run), "--csv", first, "--plot", second, *ranks], [first, second]

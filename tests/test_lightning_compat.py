@@ -79,7 +79,7 @@ def test_fit_resume_and_test_with_a_lightning_trainer(tmp_path):
     again = lightning_compat.RankRecipeCallback(SpectralGMP, target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
     trainer = _trainer(tmp_path, [again, lightning_compat.RankLogger(tmp_path / "ranks.csv")], epochs=4)
     trainer.fit(resumed, _loader(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
-    assert again.schedule.done and again.state_dict()["steps"] == 4 * 6
+    assert again.recipe.done and again.state_dict()["steps"] == 4 * 6
     assert strrnn.rank(fresh.cell, "W") == 3 and strrnn.rank(fresh.cell, "U") == 5
     assert [r["epoch"] for r in csv.DictReader((tmp_path / "ranks.csv").open())] == ["0", "0", "1", "1", "2", "2",
                                                                                      "3", "3"]

@@ -392,7 +392,6 @@ def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> No
         raise UsageError(f"--devices must be a positive number of devices, -1 or 'auto' (or a list like '0,1'), "
                          f"got {config['devices']!r}")
     _choice(config, "precision", PRECISIONS)
-    _check_accelerator(config["accelerator"])
     loggers = config["logger"]  # a --config file may give one name, a list or nothing
     loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
     for name in loggers:
@@ -614,6 +613,7 @@ def run(config: dict, explicit: set[str] = frozenset()) -> dict:
     from ..modes import get_mode
 
     started = time.time()
+    _check_accelerator(config["accelerator"])
     set_threads(config)
     held = lock_run_folder(config)
     created = False
