@@ -49,24 +49,65 @@ WEIGHT_DECAY, LR, BATCH = 1e-3, 1e-3, 100
 class RelativeLowRankSTR(strrnn.LowRankSTR):
     """LowRankSTR whose threshold is relative to the spectrum's own scale: ``alpha = g(s) * ref(|m|)``.
 
-    ``ref`` is ``max |m|`` (``"max"``) or the root mean square of ``m`` (``"rms"``), taken without gradient, so
-    that shrinking or growing the whole spectrum does not move the rank: only ``s`` does. With orthogonal factors
-    ``max |m|`` is the spectral norm. The ``min_rank`` / frozen-rank clamps are the library's.
+    ``ref`` is ``max |m|`` (``"max"``), the root mean square of ``m`` (``"rms"``) or its Euclidean norm
+    (``"fro"``: with orthogonal factors the Frobenius norm of the untruncated ``A·diag(m)·B``), taken without
+    gradient, so that shrinking or growing the whole spectrum does not move the rank: only ``s`` does. With
+    orthogonal factors ``max |m|`` is the spectral norm. The ``min_rank`` / frozen-rank clamps are the library's.
+
+    ``form`` is how the threshold acts while ``s`` is learned (``hard=True`` is the library's driven hard mask,
+    which gives ``s`` no gradient):
+
+    * ``"soft"``: ``S(m, alpha)`` (STR's soft threshold; survivors shrink by ``alpha``);
+    * ``"st"``: straight-through hard threshold: forward ``m·1[|m| > alpha]`` (survivors keep their value), backward
+      the soft threshold's gradients to ``m`` and ``alpha`` (``S(m, alpha) + (alpha·sign(m)·1[|m| > alpha])`` with the
+      second term detached), so ``s`` still learns from the loss as in STR;
+    * ``"st-sigmoid"``: forward the same hard mask; ``m`` gets the mask's gradient ``1[|m| > alpha]`` and ``alpha``
+      that of a relaxed mask ``m·sigmoid((log|m| - log alpha) / tau)`` (``m`` detached in it), so ``s`` is told what
+      cutting the *marginal* directions (those within a factor ``~e^tau`` of the threshold) would cost, not what
+      shrinking every survivor would; ``tau`` is a width in log-magnitude, scale-free;
+    * ``"garrote"``: the non-negative garrote (Breiman 1995) ``sign(m)·relu(|m| - alpha²/|m|)``: continuous at the
+      threshold like the soft threshold (a cut direction has already shrunk to zero, so ``s`` gets the loss's
+      gradient from the marginal directions, ``dy/dalpha = -2·sign(m)·alpha/|m|``), but a survivor far above it is
+      barely shrunk (by ``alpha²/|m|``), like the hard threshold.
     """
 
-    def __init__(self, shape, ref: str = "max", **options) -> None:
+    FORMS = ("soft", "st", "st-sigmoid", "garrote")
+
+    def __init__(self, shape, ref: str = "max", form: str = "soft", tau: float = 0.25, **options) -> None:
         super().__init__(shape, **options)  # hard=True: the library's mask m·1[|m| > alpha], survivors not shrunk
-        if ref not in ("max", "rms"):
-            raise ValueError(f"ref must be 'max' or 'rms', got {ref!r}")
-        self.ref = ref
+        if ref not in ("max", "rms", "fro"):
+            raise ValueError(f"ref must be 'max', 'rms' or 'fro', got {ref!r}")
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
+        self.ref, self.form, self.tau = ref, form, float(tau)
 
     def alpha(self, m: torch.Tensor) -> torch.Tensor:
         """``g(s) * ref(|m|)`` clamped so that the rank stays within ``[min_rank, rank_cap]``."""
         if self.threshold is None:
             return m.new_zeros(())
         magnitudes = m.detach().abs()
-        scale = magnitudes.max() if self.ref == "max" else m.detach().pow(2).mean().sqrt()
+        if self.ref == "max":
+            scale = magnitudes.max()
+        elif self.ref == "rms":
+            scale = magnitudes.pow(2).mean().sqrt()
+        else:
+            scale = magnitudes.pow(2).sum().sqrt()
         return self.clamp_to_rank_limits(self.threshold() * scale, magnitudes)
+
+    def thresholded(self, m: torch.Tensor) -> torch.Tensor:
+        if self._is_released or self.threshold is None or self.hard or self.form == "soft":
+            return super().thresholded(m)
+        alpha = self.alpha(m)
+        if self.form == "garrote":
+            magnitude = m.abs()
+            return torch.sign(m) * torch.relu(magnitude - alpha * alpha / magnitude.clamp_min(1e-30))
+        mask = m.detach().abs() > alpha.detach()
+        if self.form == "st":
+            return strrnn.soft_threshold(m, alpha) + (alpha * torch.sign(m) * mask).detach()
+        hard = m * mask
+        md = m.detach()
+        relaxed = md * torch.sigmoid((md.abs().clamp_min(1e-30).log() - alpha.clamp_min(1e-30).log()) / self.tau)
+        return hard + (relaxed - relaxed.detach())
 
 
 class SigmaRelativeLowRankSTR(strrnn.LowRankSTR):
@@ -110,8 +151,8 @@ class Recipe:
     Attributes:
         kind: ``"str"``, ``"fixed-rank"`` (vanilla free factors at given ranks) or ``"dense"``.
         factors: ``"free"`` or ``"orthogonal"``.
-        threshold: ``"abs"`` (library: ``alpha = e^s``), ``"max"`` or ``"rms"`` (:class:`RelativeLowRankSTR`),
-            ``"sigma"`` (:class:`SigmaRelativeLowRankSTR`).
+        threshold: ``"abs"`` (library: ``alpha = e^s``), ``"max"``, ``"rms"`` or ``"fro"``
+            (:class:`RelativeLowRankSTR`), ``"sigma"`` (:class:`SigmaRelativeLowRankSTR`).
         spectrum_decay: ``"strength"`` (decay λ on ``m`` too, the library's coupled decay) or ``"weights"``
             (``m`` at the weights' 1e-3; λ acts on ``s`` only).
         s_penalty: ``"l2"`` (decay λ·s, pulls s to 0) or ``"push"`` (a constant upward gradient -λ on s: no
@@ -130,7 +171,18 @@ class Recipe:
             (0: keep following the original cosine).
         str_lr, str_eps: lr and Adam eps of the spectrum and threshold groups (library: 0.03, 0.1).
         m_lr: lr of the spectrum group only, if different (``None``: ``str_lr``).
-        hard: relative thresholds only: keep survivors unshrunk (``m·1[|m| > alpha]``) instead of soft-thresholding.
+        hard: relative thresholds only: keep survivors unshrunk (``m·1[|m| > alpha]``) instead of soft-thresholding
+            (the library's driven mask: ``s`` gets no gradient, for scheduled thresholds).
+        form: relative thresholds with a learned ``s`` only: ``"soft"`` (STR), ``"st"`` (straight-through hard
+            threshold: forward ``m·1[|m| > alpha]``, backward the soft threshold's gradients to ``m`` and ``s``),
+            ``"st-sigmoid"`` (forward the hard mask, ``s``'s gradient from a relaxed mask
+            ``m·sigmoid((log|m| - log alpha) / tau)`` that sees only the marginal directions) or ``"garrote"``
+            (``sign(m)·relu(|m| - alpha²/|m|)``: continuous, survivors far above the threshold barely shrunk); see
+            :class:`RelativeLowRankSTR`.
+        tau: the relaxed mask's width in log-magnitude (``"st-sigmoid"``).
+        s_lr, s_eps: lr and Adam eps of the threshold group alone, if different (``None``: ``str_lr``, ``str_eps``).
+        release_unshrunk: soft threshold only: at the conversion, re-factor ``A·diag(m·1[|m| > alpha])·B`` (the
+            survivors' unshrunk values) instead of the current, shrunk weight ``A·diag(S(m, alpha))·B``.
     """
 
     kind: str = "str"
@@ -153,10 +205,40 @@ class Recipe:
     str_eps: float = 0.1
     m_lr: float | None = None
     hard: bool = False
+    form: str = "soft"
+    tau: float = 0.25
+    s_lr: float | None = None
+    s_eps: float | None = None
+    release_unshrunk: bool = False
     description: str = ""
 
 
 _REL = dict(threshold="max", spectrum_decay="weights")
+# learned-rel: orthogonal factors, alpha = e^s·max|m| (no grad), λ on s only (spectra at 1e-3), decay warm-up 15%,
+# frozen at 40% and converted into plain factors (fresh Adam), cosine restarted at 1e-3. Each lever changes one thing.
+_LEARNED_BASE = dict(factors="orthogonal", **_REL, freeze_at=0.4, convert=True, rewarm=1.0)
+_LEARNED: list[tuple[str, dict, str]] = [
+    ("learned-rel", {}, "learned STR: orthogonal, alpha = e^s·max|m|, λ on s only, frozen + debiased into A·B at "
+                        "40%, cosine restarted at 1e-3"),
+    ("learned-rel-st", dict(form="st"), "learned-rel with a straight-through hard threshold (forward m·1[|m|>alpha], "
+                                         "backward the soft threshold's gradients to m and s)"),
+    ("learned-rel-unshrunk", dict(release_unshrunk=True), "learned-rel, re-factored at the freeze with the "
+                                                          "survivors' unshrunk values m·mask"),
+    ("learned-rel-sig", dict(form="st-sigmoid"), "learned-rel, hard forward; s's gradient from a relaxed mask "
+                                                 "m·sigmoid(log(|m|/alpha)/0.25) (marginal directions only)"),
+    ("learned-rel-garrote", dict(form="garrote"), "learned-rel with the non-negative garrote "
+                                                   "sign(m)·relu(|m| - alpha²/|m|) instead of the soft threshold"),
+    ("learned-rel-wu0", dict(decay_warmup=0.0), "learned-rel without the decay warm-up on s"),
+    ("learned-rel-wu30", dict(decay_warmup=0.3), "learned-rel, λ on s ramped up over 30% of training"),
+    ("learned-rel-f25", dict(freeze_at=0.25), "learned-rel frozen + debiased at 25%"),
+    ("learned-rel-f55", dict(freeze_at=0.55), "learned-rel frozen + debiased at 55%"),
+    ("learned-rel-slr01", dict(s_lr=0.01), "learned-rel, threshold group at lr 0.01 (spectra at 0.03)"),
+    ("learned-rel-seps1", dict(s_eps=1.0), "learned-rel, threshold group at Adam eps 1 (SGD-like: step ∝ gradient)"),
+    ("learned-rel-fro", dict(threshold="fro"), "learned-rel with alpha = e^s·||m||_2 (Frobenius norm of W)"),
+    ("learned-rel-rms", dict(threshold="rms"), "learned-rel with alpha = e^s·rms(m)"),
+    ("learned-rel-wu30-unshrunk", dict(decay_warmup=0.3, release_unshrunk=True),
+     "learned-rel-wu30 re-factored at the freeze with the survivors' unshrunk values m·mask"),
+]
 LEVERS: dict[str, Recipe] = {
     "baseline": Recipe(description="the CLI recipe: abs threshold, λ on s and m, warm-up 15%, freeze at 75%"),
     "baseline-convert": Recipe(convert=True, description="baseline, debiased into plain factors at the freeze"),
@@ -219,6 +301,8 @@ LEVERS: dict[str, Recipe] = {
                                                   description="sched-cubic-orth-convert-rewarm, spectra at lr 1e-3"),
     "rel-max-lr3e-3": Recipe(**_REL, str_lr=3e-3, description="rel-max with STR groups at lr 3e-3"),
     "rel-max-m-lr1e-3": Recipe(**_REL, m_lr=1e-3, description="rel-max with the spectra at the weights' lr 1e-3"),
+    # learned STR with the fine-tuning phase (the issue's best learned recipe) and its levers
+    **{name: Recipe(**{**_LEARNED_BASE, **extra}, description=text) for name, extra, text in _LEARNED},
     "fixed-rank": Recipe(kind="fixed-rank", description="vanilla free factors A·B at given ranks, from scratch"),
     "dense": Recipe(kind="dense", description="full-rank FastGRNN"),
 }
@@ -308,16 +392,31 @@ def apply_str(model: nn.Module, recipe: Recipe) -> None:
             if recipe.threshold == "sigma":
                 p = SigmaRelativeLowRankSTR(weight.shape, **options).to(weight)
             else:
-                p = RelativeLowRankSTR(weight.shape, ref=recipe.threshold, hard=recipe.hard, **options).to(weight)
+                p = RelativeLowRankSTR(weight.shape, ref=recipe.threshold, hard=recipe.hard, form=recipe.form,
+                                       tau=recipe.tau, **options).to(weight)
             parametrize.register_parametrization(cell, name, p)
 
 
-def convert_to_factors(model: nn.Module) -> dict[str, int]:
-    """Replace each STR parametrization by plain factors at its learned rank (same function, no threshold)."""
+def convert_to_factors(model: nn.Module, unshrunk: bool = False) -> dict[str, int]:
+    """Replace each STR parametrization by plain factors at its learned rank (same function, no threshold).
+
+    ``unshrunk``: re-factor ``A·diag(m·1[S(m) != 0])·B`` (the survivors' values before the soft threshold's shrinkage)
+    instead of the current weight.
+    """
     ranks = {}
     for cell, name, p in list(str_tensors(model)):
         r = max(p.rank_of(spectrum_param(cell, name)), p.min_rank)
+        unshrunk_weight = None
+        if unshrunk:
+            with torch.no_grad():
+                plist = cell.parametrizations[name]
+                A, m, B = plist.original0, plist.original1, plist.original2
+                left, spec, right = p.factors(A, m, B)
+                unshrunk_weight = ((left * (m * (spec != 0))) @ right).reshape(p.shape)
         parametrize.remove_parametrizations(cell, name, leave_parametrized=True)
+        if unshrunk_weight is not None:
+            with torch.no_grad():
+                getattr(cell, name).copy_(unshrunk_weight)
         strrnn.lowrank(cell, name, max_rank=r, threshold=False, factors="free")
         ranks[name] = r
     return ranks
@@ -338,6 +437,10 @@ def make_optimizer(model: nn.Module, recipe: Recipe, strength: float) -> torch.o
                 g["lr"] = recipe.m_lr
         if g["name"] == "threshold" and (recipe.s_penalty == "push" or recipe.schedule):
             g["weight_decay"] = 0.0
+        if g["name"] == "threshold" and recipe.s_lr is not None:
+            g["lr"] = recipe.s_lr
+        if g["name"] == "threshold" and recipe.s_eps is not None:
+            g["eps"] = recipe.s_eps
         g["base_lr"] = g.get("lr", LR)
         g["base_weight_decay"] = g["weight_decay"]
     return torch.optim.Adam(groups, lr=LR)
@@ -494,7 +597,7 @@ def _freeze(model: nn.Module, optimizer, recipe: Recipe, strength) -> torch.opti
     """Freeze the learned ranks (library semantics: spectra/thresholds relaxed to the weights' decay), or
     convert to plain factors; return the optimizer to continue with."""
     if recipe.convert:
-        convert_to_factors(model)
+        convert_to_factors(model, unshrunk=recipe.release_unshrunk)
         return make_optimizer(model, recipe, strength)
     for cell, name, p in str_tensors(model):
         p.freeze_rank(max(p.rank_of(spectrum_param(cell, name)), p.min_rank))
