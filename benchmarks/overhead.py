@@ -45,12 +45,14 @@ def main() -> None:
     plain_lin = nn.Linear(1024, 1024)
     free = strrnn.lowrank(nn.Linear(1024, 1024), factors="free")
     orth = strrnn.lowrank(nn.Linear(1024, 1024), factors="orthogonal")
+    retracted = strrnn.lowrank(nn.Linear(1024, 1024), factors="orthogonal", retract=True)
     x_conv = torch.randn(256, 64, 32, 32)
     plain_conv = nn.Conv2d(64, 64, 3)
     sparse_conv = strrnn.unstructured(nn.Conv2d(64, 64, 3))
 
     lin_times = interleaved(
-        {"plain": train_step(plain_lin, x_lin), "free": train_step(free, x_lin), "orth": train_step(orth, x_lin)},
+        {"plain": train_step(plain_lin, x_lin), "free": train_step(free, x_lin), "orth": train_step(orth, x_lin),
+         "retract": train_step(retracted, x_lin)},
         rounds=args.rounds,
     )
     conv_times = interleaved(
@@ -65,6 +67,8 @@ def main() -> None:
           f"| {plain_ms:.1f} |")
     print(f"| Linear 1024×1024, batch 256 | LowRankSTR orthogonal | "
           f"{median_ratio(lin_times, 'orth', 'plain'):.2f}× | {plain_ms:.1f} |")
+    print(f"| Linear 1024×1024, batch 256 | LowRankSTR orthogonal, retract=True | "
+          f"{median_ratio(lin_times, 'retract', 'plain'):.2f}× | {plain_ms:.1f} |")
     conv_ms = 1e3 * statistics.median(conv_times["plain"])
     print(f"| Conv2d 64→64 3×3, 32×32, batch 256 | UnstructuredSTR | "
           f"{median_ratio(conv_times, 'str', 'plain'):.2f}× | {conv_ms:.1f} |")

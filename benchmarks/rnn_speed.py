@@ -102,12 +102,13 @@ class EdgeMLClassifier(nn.Module):
         return self.fc(self.rnn(x)[:, -1])
 
 
-def _spotter(cell="fastgrnn", lowrank=None, kernel=True, max_rank=None, hidden=H):
+def _spotter(cell="fastgrnn", lowrank=None, kernel=True, max_rank=None, hidden=H, retract=False):
     model = KeywordSpotter(n_features=I, n_classes=C, cell=cell, hidden_size=hidden)
     if not kernel:
         model.rnn.cells[0].use_kernel = False
     if lowrank:  # orthogonal factors as --mode lowrank has them: threshold relative to max|m|
-        strrnn.lowrank_rnn(model, factors=lowrank, max_rank=max_rank, relative=lowrank == "orthogonal")
+        orthogonal = lowrank == "orthogonal"
+        strrnn.lowrank_rnn(model, factors=lowrank, max_rank=max_rank, relative=orthogonal, retract=retract)
     return model
 
 
@@ -129,6 +130,8 @@ def build_training_models():
         # issue 20's size: STR with its default (orthogonal) factors on an LSTM at hidden 256, vs nn.LSTM
         "lstm256": TorchRNNClassifier(nn.LSTM, hidden=256),
         "lstm256_lr_orth": _spotter("lstm", lowrank="orthogonal", hidden=256),
+        "lstm256_lr_orth_retract": _spotter("lstm", lowrank="orthogonal", hidden=256, retract=True),
+        "fastgrnn_lr_orth_retract": _spotter(lowrank="orthogonal", retract=True),
     }
     x = torch.randn(B, T, I)
     y = torch.randint(0, C, (B,))
@@ -156,6 +159,9 @@ TRAIN_ROWS = [
     ("LSTM + LowRankSTR free (strrnn) / nn.LSTM", "lstm_lr_free", "lstm", 1.5),
     ("LSTM + LowRankSTR free at ranks (18, 26) / nn.LSTM", "lstm_lr_learned", "lstm", 1.5),
     ("LSTM hidden 256 + LowRankSTR orthogonal (the default) / nn.LSTM", "lstm256_lr_orth", "lstm256", 1.3),
+    ("same, orthogonal kept by retraction (retract=True) / nn.LSTM", "lstm256_lr_orth_retract", "lstm256", 1.3),
+    ("FastGRNN + LowRankSTR orthogonal, retract=True / dense FastGRNN", "fastgrnn_lr_orth_retract", "fastgrnn",
+     None),
 ]
 
 

@@ -148,8 +148,8 @@ class RankLogger:
 
     def _warn_if_threshold_covers_spectrum(self, pl_module) -> None:
         for path, module, name, p in iter_str_tensors(pl_module):
-            if not isinstance(p, LowRankSTR) or p.threshold is None:
-                continue
+            if not isinstance(p, LowRankSTR) or p.threshold is None or p.min_rank == p.rank_cap:
+                continue  # a frozen rank is final, whatever its threshold does now
             key = f"{path}.{name}"
             with torch.no_grad():
                 m = originals(module, name)[1]

@@ -14,13 +14,14 @@ The learned rank is :math:`\operatorname{nnz}(S(m, \alpha))`.
 
 * ``factors="free"`` (the paper's form, STR §4.2.1): ``A``, ``B`` unconstrained, ``m`` starts at ones.
 * ``factors="orthogonal"``: ``A`` and ``B`` are kept orthonormal (columns of ``A``, rows of ``B``), so :math:`|S(m)|`
-  are exactly the singular values of ``W`` and the rank is exact. They are kept so by a *retraction*: whenever the
-  factors changed since the last forward pass (an optimizer step, a load), they are re-orthonormalized in place by a
-  QR factorization, without gradient, before they are used; the forward pass then multiplies by ``A`` and ``B``
-  themselves (the optimizer's step is projected back onto the orthonormal matrices — Riemannian optimization by
-  retraction). This costs one QR per changed factor and no QR backward, and every read of the spectrum (the
-  threshold, the rank, the report, export) sees exact singular values. Where the factors cannot be changed in place
-  (they are not leaves, or under ``torch.jit.trace`` / ``torch.compile``) the QR runs inside the graph instead.
+  are exactly the singular values of ``W`` and the rank is exact. By default the forward pass orthonormalizes them
+  with a QR factorization inside the graph (the gradient flows through it). With ``retract=True`` they are kept so by
+  a *retraction* instead: whenever the factors changed since the last forward pass (an optimizer step, a load), they
+  are re-orthonormalized in place by a QR without gradient, and the forward pass multiplies by ``A`` and ``B``
+  themselves (the optimizer's step is projected back onto the orthonormal matrices). That costs one QR per changed
+  factor and no QR backward; every read of the spectrum still sees exact singular values. Where the factors cannot be
+  changed in place (they are not leaves, or under ``torch.jit.trace`` / ``torch.compile``) the QR runs in the
+  graph.
 
 ``right_inverse(W)`` is the (truncated) SVD :math:`W = U\Sigma V^\top`: free factors take
 :math:`A = U\sqrt\Sigma`, :math:`B = \sqrt\Sigma V^\top`, :math:`m = 1 + \alpha`; orthogonal factors take
@@ -106,6 +107,9 @@ class LowRankSTR(nn.Module):
         hard: cut with a hard threshold, ``m·1[|m| > alpha]``: surviving entries keep their value (no shrinkage;
             ``s`` then gets no gradient, so it must be driven — :class:`strrnn.SpectralGMP` sets this).
         relative: threshold relative to the spectrum's scale, ``alpha = g(s)·max|m|`` (see the module docstring).
+        retract: orthogonal factors kept by an in-place retraction instead of a QR inside the graph (see the module
+            docstring): cheaper, but the optimizer then steps the factors themselves, which changes how fast a
+            learned threshold cuts (measured: fewer cuts at the same decay); off by default.
     """
 
     # index of the spectrum among the originals, used by :func:`strrnn.param_groups`
@@ -126,6 +130,7 @@ class LowRankSTR(nn.Module):
         flatten: bool = False,
         hard: bool = False,
         relative: bool = False,
+        retract: bool = False,
     ) -> None:
         super().__init__()
         shape = tuple(int(d) for d in shape)
@@ -155,10 +160,13 @@ class LowRankSTR(nn.Module):
         self.threshold = Threshold((), g=g, k=k, s_init=s_init) if threshold else None
         self.hard = bool(hard)
         self.relative = bool(relative)
+        self.retract = bool(retract)
         # after release(): W = A·diag(mask)·B with plain (free) factors and no threshold (buffers: checkpointed)
         self.register_buffer("released", torch.zeros((), dtype=torch.bool))
         self.register_buffer("release_mask", torch.zeros(max_rank))
         self._is_released = False  # a Python copy of `released`: no device sync per forward
+        self.register_buffer("shrink_buffer", torch.ones(()))
+        self._shrink = 1.0  # a Python copy of shrink_buffer, likewise
         self._retracted: tuple | None = None  # (ids, versions) of the factors as last re-orthonormalized
 
     @property
@@ -238,7 +246,25 @@ class LowRankSTR(nn.Module):
             alpha = self.alpha(m)
             # s is driven, not learned; it stays in the graph with zero gradient for DistributedDataParallel
             return m * (m.abs() > alpha) + 0.0 * alpha
-        return soft_threshold(m, self.alpha(m))
+        alpha = self.alpha(m)
+        if self._shrink == 1.0:
+            return soft_threshold(m, alpha)
+        # S(m) + (1 - shrink)·alpha·sign(m) on the kept entries: they are shrunk by shrink·alpha only
+        return soft_threshold(m, alpha) + (1.0 - self._shrink) * alpha * torch.sign(m) * (m.abs() > alpha)
+
+    @property
+    def shrink(self) -> float:
+        """How much of the threshold the kept entries lose: 1 (the soft threshold, ``|m| - alpha``) down to 0 (they
+        keep ``|m|``); the cut entries are the same either way. :class:`strrnn.STRRecipe` lowers it once the ranks
+        are frozen (``debias``)."""
+        return self._shrink
+
+    def set_shrink(self, value: float) -> None:
+        """Set :attr:`shrink` in ``[0, 1]`` (a buffer: checkpointed with the model)."""
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"shrink must lie in [0, 1], got {value!r}")
+        self.shrink_buffer.fill_(float(value))
+        self._shrink = float(value)
 
     def factors(
         self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor
@@ -249,7 +275,7 @@ class LowRankSTR(nn.Module):
         cheaper than materializing ``W``.
         """
         if self.factor_kind == "orthogonal" and not self._is_released:
-            if _retractable(A, B):
+            if self.retract and _retractable(A, B):
                 self._retract(A, B)
             else:  # not ours to change in place: orthonormalize inside the graph
                 A = _orthonormal_columns(A)
@@ -296,11 +322,13 @@ class LowRankSTR(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        for key, default in (("released", self.released), ("release_mask", self.release_mask)):
-            state_dict.setdefault(prefix + key, default.clone())  # checkpoints written before release existed
+        for key, default in (("released", self.released), ("release_mask", self.release_mask),
+                             ("shrink_buffer", torch.ones(()))):
+            state_dict.setdefault(prefix + key, default.clone())  # checkpoints written before these existed
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         self._is_released = bool(self.released)
+        self._shrink = float(self.shrink_buffer)
 
     def forward(self, A: torch.Tensor, m: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """``(A (out, r), m (r,), B (r, in)) -> W`` of the registered shape."""

@@ -91,7 +91,7 @@ MODES: dict[str, Mode] = {}
 MODE_FLAGS = ("rank_w", "rank_u", "budget_from", "sparsity", "target_rank", "target_params")
 # the threshold's knobs: read by the STR modes only (each mode says which of them it ignores)
 STR_KNOBS = frozenset({"g", "s_init", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "relative",
-                       "threshold_decay", "threshold_lr", "decay_warmup"})
+                       "threshold_decay", "threshold_lr", "decay_warmup", "debias"})
 
 
 def register_mode(mode: Mode) -> Mode:
@@ -146,6 +146,7 @@ _KNOB_HINTS = {
     ("lowrank", "schedule_start"): " (spectral GMP drives its thresholds along a schedule; STR learns them)",
     ("lowrank-paper", "freeze_at"): " (the paper's recipe has no fine-tuning phase: the thresholds learn to the end)",
     ("lowrank-paper", "rewarm"): " (the paper's recipe has no fine-tuning phase to restart the learning rate for)",
+    ("lowrank-paper", "debias"): " (the paper's recipe never freezes its ranks, so nothing is debiased)",
     ("lowrank-gmp", "threshold_decay"): " (learned STR's knob); spectral GMP drives its thresholds: its knob is "
                                         "--strength (or --target-rank / --target-params)",
     ("lowrank-gmp", "g"): " (spectral GMP sets each threshold directly, it learns no s)",
@@ -163,15 +164,16 @@ register_mode(Mode("dense", "the model as built", apply=_nothing, ignores=STR_KN
 
 
 # --- lowrank: learned STR, and lowrank-gmp: the driven baseline ----------------------------------------------
-# --mode lowrank's defaults, chosen in the parity study (benchmarks/parity): the decay λ on s that leaves about half
+# --mode lowrank's defaults, chosen in the parity study (research/rank_parity): the decay λ on s that leaves about half
 # of FSDD's W,U parameters, and the decay warm-up.
 STR_DECAY = 1.0
-STR_DECAY_WARMUP = 0.0
+STR_DECAY_WARMUP = 0.15
+STR_DEBIAS = 0.0
 
 
 def _lowrank_defaults(config: dict) -> dict:
     return {"factors": "orthogonal", "relative": True, "g": "exp", "threshold_decay": STR_DECAY,
-            "decay_warmup": STR_DECAY_WARMUP, "freeze_at": 0.4}
+            "decay_warmup": STR_DECAY_WARMUP, "freeze_at": 0.4, "debias": STR_DEBIAS}
 
 
 def _paper_defaults(config: dict) -> dict:
@@ -198,6 +200,9 @@ def _validate_lowrank(config: dict) -> None:
     _validate_budget(config)
     if not 0 < config["freeze_at"] <= 1:
         raise UsageError(f"--freeze-at is a fraction of training in (0, 1], got {config['freeze_at']}")
+    if config["freeze_at"] + config["debias"] > 1:
+        raise UsageError(f"--freeze-at {config['freeze_at']} + --debias {config['debias']} exceed the training: the "
+                         "shrinkage must have faded before the end")
 
 
 def _budget_options(config: dict, model: nn.Module) -> dict:
@@ -215,7 +220,7 @@ def _lowrank_callbacks(config: dict, model: nn.Module) -> list:
     if config["mode"] == "lowrank-paper":  # no freeze, no fine-tuning phase: the thresholds learn to the end
         return [RankRecipeCallback(STRRecipe, freeze_at=None, decay_warmup=config["decay_warmup"], rewarm=False)]
     return [RankRecipeCallback(STRRecipe, freeze_at=config["freeze_at"], decay_warmup=config["decay_warmup"],
-                               rewarm=config["rewarm"], **_budget_options(config, model))]
+                               debias=config["debias"], rewarm=config["rewarm"], **_budget_options(config, model))]
 
 
 def _lowrank_selectable(config: dict, task, callbacks):
@@ -251,7 +256,7 @@ register_mode(Mode(
     "lowrank-paper", "the STR paper's low-rank recipe as published: free factors, absolute e^s, --threshold-decay "
     "on m and s, no fine-tuning phase", apply=_apply_lowrank, callbacks=_lowrank_callbacks,
     selectable=_lowrank_selectable, reload=_reload_low_rank,
-    ignores=frozenset({"strength", "schedule_start", "freeze_at", "rewarm"}), defaults=_paper_defaults,
+    ignores=frozenset({"strength", "schedule_start", "freeze_at", "rewarm", "debias"}), defaults=_paper_defaults,
 ))
 
 
@@ -285,7 +290,7 @@ register_mode(Mode(
     "schedule to --strength x each matrix's largest singular value, then frozen", apply=_apply_lowrank_gmp,
     flags=frozenset({"target_rank", "target_params"}), validate=_validate_lowrank_gmp,
     callbacks=_lowrank_gmp_callbacks, selectable=_lowrank_selectable, reload=_reload_low_rank,
-    ignores=frozenset({"g", "s_init", "threshold_decay", "decay_warmup", "relative"}),
+    ignores=frozenset({"g", "s_init", "threshold_decay", "decay_warmup", "relative", "debias"}),
     defaults=lambda config: {"factors": "orthogonal", "strength": 0.6, "schedule_start": 0.05, "freeze_at": 0.4},
 ))
 
@@ -384,7 +389,8 @@ def _last_epoch(config: dict, task, callbacks):
 register_mode(Mode(
     "unstructured", "UnstructuredSTR on every conv/linear weight: STR learns each layer's sparsity",
     apply=_apply_unstructured, callbacks=_unstructured_callbacks, selectable=_last_epoch,
-    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "relative"}),
+    ignores=frozenset({"factors", "min_rank", "strength", "schedule_start", "freeze_at", "rewarm", "relative",
+                       "debias"}),
     defaults=lambda config: {"g": "sigmoid", "decay_warmup": 0.15},
 ))
 

@@ -176,18 +176,23 @@ class RankRecipe:
     def step(self) -> None:  # pragma: no cover - the subclasses define it
         raise NotImplementedError
 
-    def freeze(self, key: str, rank: int) -> None:
-        """Fix tensor ``key`` at ``rank`` (at least its ``min_rank`` and 1) and, with ``release``, re-factor it as
-        plain factors and drop the optimizer's state of its tensors (their meaning changed)."""
+    def freeze(self, key: str, rank: int, release: bool | None = None) -> None:
+        """Fix tensor ``key`` at ``rank`` (at least its ``min_rank`` and 1) and, with ``release`` (default: the
+        recipe's), re-factor it as plain factors (:meth:`release_tensor`)."""
         module, name, p = self.tensors[key]
-        rank = max(int(rank), p.min_rank, 1)
-        p.freeze_rank(rank)
-        if self.release:
-            p.release(*originals(module, name))
-            if self.optimizer is not None:
-                for tensor in (*originals(module, name), p.threshold.s):
-                    self.optimizer.state.pop(tensor, None)
+        p.freeze_rank(max(int(rank), p.min_rank, 1))
+        if self.release if release is None else release:
+            self.release_tensor(key)
         self.frozen.add(key)
+
+    def release_tensor(self, key: str) -> None:
+        """Re-factor tensor ``key`` (frozen) as plain factors and drop the optimizer's state of its tensors (their
+        meaning changed)."""
+        module, name, p = self.tensors[key]
+        p.release(*originals(module, name))
+        if self.optimizer is not None:
+            for tensor in (*originals(module, name), p.threshold.s):
+                self.optimizer.state.pop(tensor, None)
 
     def freeze_within_budget(self, from_cap: bool = False) -> None:
         """Freeze every tensor not yet frozen, within the parameter budget ``target_params`` (if any).

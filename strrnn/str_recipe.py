@@ -12,8 +12,11 @@ The recipe adds what the learning needs around that, in three phases:
 
 1. **search** (``0 … freeze_at`` of training): the thresholds learn; the decay on ``s`` may ramp up from 0 over
    the first ``decay_warmup`` of training (a gentler start; the ranks then fall gradually);
-2. **freeze** (at ``freeze_at``): each matrix is fixed at the rank STR learned and released into plain rank-``r``
-   factors with fresh optimizer state (:class:`strrnn.rank_budget.RankRecipe`);
+2. **freeze** (at ``freeze_at``): each matrix is fixed at the rank STR learned; with ``debias``, the soft
+   threshold's shrinkage of the kept singular values then fades out over that fraction of training (the network
+   adapts as it goes — the relaxed lasso's idea: the threshold selects, the selected are then refit without its
+   bias); then every matrix is released into plain rank-``r`` factors with fresh optimizer state
+   (:class:`strrnn.rank_budget.RankRecipe`);
 3. **fine-tune** (the rest): fixed-rank training at the learned ranks, with its own learning-rate cycle
    (:meth:`lr_lambda`).
 
@@ -69,8 +72,10 @@ class STRRecipe(RankRecipe):
         optimizer: the optimizer over ``model``'s parameters built with :func:`strrnn.param_groups` (its
             ``"threshold"`` group's weight decay is λ); needed for ``decay_warmup`` and budgets.
         total_steps: optimizer steps of the whole training run.
-        freeze_at: fraction of training where the ranks are frozen and released; ``None``: never (the paper).
+        freeze_at: fraction of training where the ranks are frozen; ``None``: never (the paper).
         decay_warmup: fraction of training over which the decay on ``s`` ramps up linearly from 0 (0: none).
+        debias: fraction of training, after the ranks are frozen, over which the kept entries' shrinkage fades
+            (:attr:`strrnn.LowRankSTR.shrink` from 1 to 0) before the release (0: release at once).
         release, rewarm, target_ranks, target_params: see :class:`strrnn.rank_budget.RankRecipe`.
 
     Raises:
@@ -85,6 +90,7 @@ class STRRecipe(RankRecipe):
         total_steps: int,
         freeze_at: float | None = 0.4,
         decay_warmup: float = 0.0,
+        debias: float = 0.0,
         release: bool = True,
         rewarm: bool = True,
         target_ranks: Mapping[str, int] | None = None,
@@ -98,7 +104,12 @@ class STRRecipe(RankRecipe):
             raise ValueError(f"decay_warmup is a fraction of training in [0, 1], got {decay_warmup!r}")
         if self.budgeted and freeze_at is None:
             raise ValueError("a budget (target_ranks / target_params) needs a freeze point: give freeze_at")
-        self.freeze_at, self.decay_warmup = freeze_at, float(decay_warmup)
+        if not 0 <= debias <= 1 or (debias and (freeze_at is None or freeze_at + debias > 1)):
+            raise ValueError(f"debias is a fraction of training after freeze_at (freeze_at + debias <= 1), got "
+                             f"{debias!r} with freeze_at={freeze_at!r}")
+        self.freeze_at, self.decay_warmup, self.debias = freeze_at, float(decay_warmup), float(debias)
+        self.ranks_final_at: int | None = None  # with debias: the step every rank was frozen (the fade starts)
+        self.released_at: int | None = None  # with debias: the step every tensor was released (the fade ended)
         group = threshold_group(optimizer)
         if group is None and (self.budgeted or self.decay_warmup > 0):
             raise ValueError("budgets and decay_warmup act on the optimizer's 'threshold' group: build the optimizer "
@@ -119,9 +130,17 @@ class STRRecipe(RankRecipe):
         dense, target = self.dense_params(), self.target()
         return dense - (dense - target) * cubic(self.steps / self.freeze_step)
 
+    @property
+    def restart_step(self) -> int | None:
+        """The step where the learning-rate cycle restarts: where every tensor is released (with ``rewarm``)."""
+        if not self.debias:
+            return super().restart_step
+        return self.released_at if self.rewarm else None
+
     def state_dict(self) -> dict:
-        """Steps, frozen tensors, the controller's λ and whether STR met the budget."""
-        return {**super().state_dict(), "decay": self.decay, "budget_met_by_str": self.budget_met_by_str}
+        """Steps, frozen tensors, the controller's λ, whether STR met the budget, the debias phase."""
+        return {**super().state_dict(), "decay": self.decay, "budget_met_by_str": self.budget_met_by_str,
+                "ranks_final_at": self.ranks_final_at, "released_at": self.released_at}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict`."""
@@ -129,6 +148,7 @@ class STRRecipe(RankRecipe):
         if state.get("decay") is not None:
             self.decay = float(state["decay"])
         self.budget_met_by_str = state.get("budget_met_by_str")
+        self.ranks_final_at, self.released_at = state.get("ranks_final_at"), state.get("released_at")
         self._set_decay()
 
     def step(self) -> None:
@@ -136,6 +156,8 @@ class STRRecipe(RankRecipe):
         reached ``freeze_at``."""
         self.steps += 1
         if self.done:
+            if self.debias and self.released_at is None:
+                self._fade()
             return
         was_done = self.done
         past_freeze = self.freeze_step is not None and self.steps >= self.freeze_step
@@ -146,6 +168,24 @@ class STRRecipe(RankRecipe):
                 self.freeze(key, rank)
         self._set_decay()
         self._mark_done(was_done)
+        if self.done and self.debias:
+            self.ranks_final_at = self.steps
+
+    def freeze(self, key: str, rank: int, release: bool | None = None) -> None:
+        """As :meth:`strrnn.rank_budget.RankRecipe.freeze`; with ``debias`` the release waits for the fade."""
+        super().freeze(key, rank, release=False if self.debias else release)
+
+    def _fade(self) -> None:
+        """The debias phase: the kept entries' shrinkage falls linearly to 0, then every tensor is released."""
+        length = max(1, round(self.debias * self.total_steps))
+        progress = min(1.0, (self.steps - self.ranks_final_at) / length)
+        for _, _, p in self.tensors.values():
+            p.set_shrink(1.0 - progress)
+        if progress >= 1.0:
+            if self.release:
+                for key in sorted(self.tensors):
+                    self.release_tensor(key)
+            self.released_at = self.steps
 
     def _control(self, past_freeze: bool) -> None:
         ranks = self.ranks()

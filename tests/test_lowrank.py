@@ -343,3 +343,21 @@ def test_set_alpha_inverts_exp_and_sigmoid():
     t = strrnn.Threshold(g=lambda s, k: s.abs())
     with pytest.raises(ValueError, match="inverse"):
         t.set_alpha(0.1)
+
+
+def test_retracted_orthogonal_factors_stay_orthonormal_after_optimizer_steps():
+    torch.manual_seed(0)
+    layer = nn.Linear(7, 9)
+    strrnn.lowrank(layer, factors="orthogonal", retract=True)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    x = torch.randn(16, 7)
+    for _ in range(5):
+        opt.zero_grad()
+        layer(x).pow(2).sum().backward()
+        opt.step()
+    W = layer.weight.detach()  # the forward retracts the factors the step moved
+    A, m, B = (t.detach() for t in strrnn.factored.originals(layer, "weight"))
+    assert torch.allclose(A.T @ A, torch.eye(7), atol=1e-5) and torch.allclose(B @ B.T, torch.eye(7), atol=1e-5)
+    p = layer.parametrizations.weight[0]
+    singular = torch.linalg.svdvals(W)
+    assert torch.allclose(torch.sort(p.thresholded(m).abs(), descending=True).values, singular, atol=1e-5)

@@ -239,3 +239,58 @@ def test_runschedule_is_a_deprecated_name_of_spectral_gmp():
     with pytest.warns(FutureWarning, match="SpectralGMP"):
         old = strrnn.RankSchedule(_model(), None, total_steps=10)
     assert isinstance(old, strrnn.SpectralGMP)
+
+
+def test_debias_fades_the_shrinkage_of_the_kept_entries_then_releases(one_thread):
+    model = _model(s_init=-1.5)
+    opt = _optimizer(model, decay=0.3)
+    recipe = strrnn.STRRecipe(model, opt, total_steps=40, freeze_at=0.25, debias=0.25)
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, recipe.lr_lambda)
+    cell = model.rnn.cells[0]
+    p = cell.parametrizations["U"][0]
+    x, y = _data()
+    shrinks = []
+    for step in range(40):
+        idx = torch.arange(step * 8, step * 8 + 8) % len(y)
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+        if step == 19:  # the fade's last step sets shrink 0: the weight before the release, computed so
+            p.set_shrink(0.0)
+            before = cell.U.detach().clone()
+        recipe.step()
+        lr.step()
+        shrinks.append(p.shrink)
+        if step == 19:  # the release: the same function, now as plain factors
+            assert p.is_released and torch.allclose(cell.U, before, atol=1e-5)
+    assert recipe.ranks_final_at == 10 and recipe.released_at == 20 and recipe.restart_step == 20
+    assert shrinks[:9] == [1.0] * 9 and shrinks[9:19] == pytest.approx([1 - k / 10 for k in range(10)])
+    assert shrinks[19:] == [0.0] * 21
+    assert cell.parametrizations["W"][0].is_released and strrnn.rank(cell, "W") == recipe.ranks()["rnn.cells.0.W"]
+
+
+def test_a_kept_entry_loses_shrink_times_the_threshold():
+    model = _model(s_init=math.log(0.3))
+    cell = model.rnn.cells[0]
+    p = cell.parametrizations["U"][0]
+    m = originals(cell, "U")[1].detach()
+    alpha = float(p.alpha(m))
+    soft = p.thresholded(m).detach()
+    p.set_shrink(0.25)
+    quarter = p.thresholded(m).detach()
+    kept = soft != 0
+    assert torch.equal(quarter != 0, kept)  # the same entries are cut
+    assert torch.allclose(quarter[kept], m[kept] - 0.25 * alpha * torch.sign(m[kept]), atol=1e-6)
+
+
+def test_shrink_is_checkpointed_with_the_model():
+    model = _model()
+    p = model.rnn.cells[0].parametrizations["U"][0]
+    p.set_shrink(0.25)
+    fresh = _model(seed=5)
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.rnn.cells[0].parametrizations["U"][0].shrink == 0.25
+    with pytest.raises(ValueError, match=r"shrink must lie in \[0, 1\]"):
+        p.set_shrink(1.5)
+    with pytest.raises(ValueError, match="freeze_at"):
+        strrnn.STRRecipe(model, None, total_steps=10, freeze_at=0.8, debias=0.3)

@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--freeze-at", type=float, default=None,
                    help="lowrank, lowrank-gmp: fraction of training where the ranks are frozen and the rest "
                         "fine-tunes at them (default: 0.4)")
+    m.add_argument("--debias", type=float, default=None,
+                   help="lowrank: fraction of training after --freeze-at over which the soft threshold's shrinkage "
+                        "of the kept singular values fades before the fine-tuning (default: 0)")
     m.add_argument("--rewarm", action=argparse.BooleanOptionalAction, default=True,
                    help="lowrank, lowrank-gmp: restart the learning-rate schedule where the ranks freeze")
     m.add_argument("--strength", type=float, default=None,
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate of thresholds and spectra (default: strrnn.param_groups')")
     o.add_argument("--decay-warmup", type=float, default=None,
                    help="lowrank, lowrank-paper, unstructured: fraction of training over which the threshold decay "
-                        "ramps up from 0 (default: 0 for lowrank and lowrank-paper, 0.15 for unstructured)")
+                        "ramps up from 0 (default: 0.15 for lowrank and unstructured, 0 for lowrank-paper)")
     o.add_argument("--label-smoothing", type=float, default=0.0, help="of the cross-entropy loss")
     o.add_argument("--seed", type=int, default=0, help="of the weights, the data split and the batch order")
 
@@ -354,7 +357,7 @@ def validate(config: dict, given: set[str] | frozenset[str] = frozenset()) -> No
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "scheduler", SCHEDULERS)
     _number(config, ("lr", "weight_decay", "threshold_decay", "momentum", "label_smoothing"), low=0.0)
-    _number(config, ("decay_warmup", "schedule_start", "freeze_at"), low=0.0, high=1.0)
+    _number(config, ("decay_warmup", "schedule_start", "freeze_at", "debias"), low=0.0, high=1.0)
     _number(config, ("strength",), low=0.0)
     # an unknown --mode names the closest one; flags the mode never reads are refused; the mode's defaults fill in
     check_mode_flags(config, given)

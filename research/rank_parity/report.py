@@ -1,6 +1,6 @@
 """Write ``results/ablation.md``: every lever tried, STR beside fixed-rank training at the ranks it learned.
 
-    python -m benchmarks.parity.report [--results benchmarks/parity/results]
+    python -m research.rank_parity.report [--results research/rank_parity/results]
 
 One row per (lever, strength, epochs): mean ranks (and per seed), W,U parameters (% of the dense 13,200), STR's
 own test accuracy, the fixed-rank twins' (vanilla free factors trained from scratch at each seed's ranks, same
@@ -18,7 +18,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.parity import harness
+from research.rank_parity import harness
 
 
 def _ms(values: list[float]) -> str:
@@ -86,7 +86,8 @@ def levers_legend(runs: list[dict]) -> str:
 def write(results: Path) -> str:
     runs, failed = load(results)
     text = ["# STR vs fixed-rank at the ranks STR learns — ablation (FSDD, FastGRNN hidden 100)", "",
-            "Written by `python -m benchmarks.parity.report` from the JSON results of `benchmarks/parity/harness.py`"
+            "Written by `python -m research.rank_parity.report` from the JSON results of "
+            "`research/rank_parity/harness.py`"
             " (plain PyTorch loop, the CLI's setting: Adam lr 1e-3 cosine per step, batch 100, weight decay 1e-3,"
             " STR groups lr 0.03 / eps 0.1 unless the lever says otherwise). Test accuracy of the final model"
             " (no checkpoint selection), FSDD official test split (300 clips); mean ± std over seeds. W,U params:"

@@ -1,10 +1,10 @@
 """Run STR levers and their fixed-rank twins, sequentially, resumably.
 
-    python -m benchmarks.parity.sweep --runs baseline:3e-2 rel-max:0.3 --seeds 0 1 2 --epochs 100 [--dense]
+    python -m research.rank_parity.sweep --runs baseline:3e-2 rel-max:0.3 --seeds 0 1 2 --epochs 100 [--dense]
 
 For each ``lever:strength`` and seed: the STR run, then vanilla fixed-rank training from scratch at exactly the
 ranks that run ended with (same seed, same epochs, same weight optimizer and schedule). ``--dense`` adds the
-full-rank reference per seed. Every run is one :func:`benchmarks.parity.harness.train` call in this process at
+full-rank reference per seed. Every run is one :func:`research.rank_parity.harness.train` call in this process at
 one thread; a run whose JSON exists is read back instead of retrained, so a stopped sweep loses nothing. A
 failed run is recorded as ``results/<name>.failed.json`` and the sweep goes on.
 """
@@ -15,7 +15,7 @@ import argparse
 import traceback
 from pathlib import Path
 
-from benchmarks.parity import harness
+from research.rank_parity import harness
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, float]]:

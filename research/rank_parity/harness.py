@@ -1,8 +1,8 @@
 """One STR (or fixed-rank / dense) training run on FSDD in a plain PyTorch loop — the parity study's harness.
 
-    python -m benchmarks.parity.harness --lever baseline --strength 3e-2 --seed 0 --epochs 100
-    python -m benchmarks.parity.harness --lever fixed-rank --ranks 12,40 --seed 0 --epochs 100
-    python -m benchmarks.parity.harness --list          # the levers and what each changes
+    python -m research.rank_parity.harness --lever baseline --strength 3e-2 --seed 0 --epochs 100
+    python -m research.rank_parity.harness --lever fixed-rank --ranks 12,40 --seed 0 --epochs 100
+    python -m research.rank_parity.harness --list          # the levers and what each changes
 
 The setting is the CLI's (``python -m strrnn.train --dataset fsdd``): FastGRNN hidden 100 over 32 log-mel x 99
 frames, batch 100 in the CLI's per-epoch order (``seed * 1_000_003 + epoch``), Adam lr 1e-3 with a per-step
@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 import strrnn
+from strrnn.curves import cosine, cubic
+from strrnn.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -446,16 +447,6 @@ def make_optimizer(model: nn.Module, recipe: Recipe, strength: float) -> torch.o
     return torch.optim.Adam(groups, lr=LR)
 
 
-def cosine(step: int, start: int, total: int) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - start) / max(1, total - start))))
-
-
-def cubic(progress: float) -> float:
-    """GMP's schedule: 0 -> 1 as ``1 - (1 - p)^3``."""
-    p = min(1.0, max(0.0, progress))
-    return 1.0 - (1.0 - p) ** 3
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------------
@@ -484,15 +475,9 @@ def library_digest() -> str:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    """``payload`` as JSON at ``path``, written atomically (:func:`strrnn.fileio.atomic_write_text`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=1))
 
 
 def train(lever: str, strength: float | None = None, seed: int = 0, epochs: int = 100,
