@@ -324,6 +324,14 @@ def _writable_from(path: Path, flag: str, shown: str) -> None:
                              "a writable location") from None
 
 
+def _named(path, flag: str, what: str) -> tuple[str, Path, Path]:
+    """``(as given, ~ expanded, absolute)`` of an output path; an empty one is refused naming ``what`` to give."""
+    if path is None or not str(path).strip():
+        raise RunFolderError(f"{flag} is empty; give {what}")
+    expanded = Path(os.path.expanduser(str(path)))
+    return str(path), expanded, Path(os.path.abspath(expanded))
+
+
 def check_output(path: str | os.PathLike, flag: str) -> Path:
     """Validate an output file of a tool (``--onnx``, ``--csv``, ``--plot``, ...) before anything is written.
 
@@ -335,11 +343,7 @@ def check_output(path: str | os.PathLike, flag: str) -> Path:
     Raises:
         RunFolderError: the message names the flag, the path and what to do.
     """
-    if path is None or not str(path).strip():
-        raise RunFolderError(f"{flag} is empty; give a file name")
-    shown = str(path)
-    path = Path(os.path.expanduser(shown))
-    absolute = Path(os.path.abspath(path))
+    shown, path, absolute = _named(path, flag, "a file name")
     if path.is_dir():
         raise RunFolderError(f"{flag} {shown} is a folder; give a file name, e.g. {absolute / 'out'}")
     if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
@@ -363,11 +367,7 @@ def check_output_folder(path: str | os.PathLike, flag: str) -> Path:
     Raises:
         RunFolderError: the message names the flag, the path and what to do.
     """
-    if path is None or not str(path).strip():
-        raise RunFolderError(f"{flag} is empty; give a folder")
-    shown = str(path)
-    path = Path(os.path.expanduser(shown))
-    absolute = Path(os.path.abspath(path))
+    shown, path, absolute = _named(path, flag, "a folder")
     if os.path.lexists(path) and not path.is_dir():
         raise RunFolderError(f"{flag} {shown} is an existing file, not a folder; choose another folder")
     if _owned_by_a_run(absolute.resolve()) is not None:

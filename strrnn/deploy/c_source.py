@@ -132,6 +132,14 @@ _STRICT_FLAGS = ("-std=c99", "-O2", "-Wall")
 PANEL = 8  # rows per panel of the stored matrices (see the module docstring)
 
 # The C helpers, emitted only where used (an unused static function is a -Wall warning).
+def _panel_loop(lanes: int, acc: str, x: str) -> str:
+    """The inner loop of a panel of ``lanes`` rows (mv, qmv): walk the columns once, one load of ``x[j]`` per
+    ``lanes`` multiply-adds into the named sums ``a0 ...`` of type ``acc``."""
+    lines = [f"        for (j = 0; j < cols; ++j, p += {lanes}) {{", f"            {acc} xj = {x}[j];"]
+    lines += [f"            a{k} += p[{k}] * xj;" for k in range(lanes)]
+    return "\n".join([*lines, "        }"]) + "\n"
+
+
 _HELPERS = {
     "dot": """\
 /* a . b over n floats. Eight partial sums: with one running sum every addition waits for the previous one. */
@@ -172,17 +180,7 @@ STRRNN_GENERIC static void mv(float *restrict y, const float *restrict m, const 
             a0 = y[i], a1 = y[i + 1], a2 = y[i + 2], a3 = y[i + 3];
             a4 = y[i + 4], a5 = y[i + 5], a6 = y[i + 6], a7 = y[i + 7];
         }
-        for (j = 0; j < cols; ++j, p += 8) {
-            float xj = x[j];
-            a0 += p[0] * xj;
-            a1 += p[1] * xj;
-            a2 += p[2] * xj;
-            a3 += p[3] * xj;
-            a4 += p[4] * xj;
-            a5 += p[5] * xj;
-            a6 += p[6] * xj;
-            a7 += p[7] * xj;
-        }
+@PANEL_8_FLOAT@
         y[i] = a0, y[i + 1] = a1, y[i + 2] = a2, y[i + 3] = a3;
         y[i + 4] = a4, y[i + 5] = a5, y[i + 6] = a6, y[i + 7] = a7;
     }
@@ -190,13 +188,7 @@ STRRNN_GENERIC static void mv(float *restrict y, const float *restrict m, const 
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         if (accumulate)
             a0 = y[i], a1 = y[i + 1], a2 = y[i + 2], a3 = y[i + 3];
-        for (j = 0; j < cols; ++j, p += 4) {
-            float xj = x[j];
-            a0 += p[0] * xj;
-            a1 += p[1] * xj;
-            a2 += p[2] * xj;
-            a3 += p[3] * xj;
-        }
+@PANEL_4_FLOAT@
         y[i] = a0, y[i + 1] = a1, y[i + 2] = a2, y[i + 3] = a3;
         i += 4;
     }
@@ -269,29 +261,13 @@ STRRNN_GENERIC static void qmv(float *restrict y, const int8_t *restrict m, cons
     const int8_t *p = m;
     for (; i + 8 <= rows; i += 8) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (j = 0; j < cols; ++j, p += 8) {
-            int32_t xj = xq[j];
-            a0 += p[0] * xj;
-            a1 += p[1] * xj;
-            a2 += p[2] * xj;
-            a3 += p[3] * xj;
-            a4 += p[4] * xj;
-            a5 += p[5] * xj;
-            a6 += p[6] * xj;
-            a7 += p[7] * xj;
-        }
+@PANEL_8_INT@
         a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
         qput(y, a, ms, xs, i, 8, accumulate);
     }
     if (i + 4 <= rows) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (j = 0; j < cols; ++j, p += 4) {
-            int32_t xj = xq[j];
-            a0 += p[0] * xj;
-            a1 += p[1] * xj;
-            a2 += p[2] * xj;
-            a3 += p[3] * xj;
-        }
+@PANEL_4_INT@
         a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
         qput(y, a, ms, xs, i, 4, accumulate);
         i += 4;
@@ -351,6 +327,12 @@ static inline float nl_sigmoid(float x) { return 0.5f + 0.5f * nl_tanh(0.5f * x)
     "nl_quant_sigm": ("static float nl_quant_sigm(float x)\n{\n    float y = (x + 1.0f) / 2.0f;\n"
                       "    return y < 0.0f ? 0.0f : y > 1.0f ? 1.0f : y;\n}\n"),
 }
+# the fp32 and the int8 product walk their panels alike: that loop is written once (_panel_loop)
+_PANELS = {"@PANEL_8_FLOAT@\n": _panel_loop(8, "float", "x"), "@PANEL_4_FLOAT@\n": _panel_loop(4, "float", "x"),
+           "@PANEL_8_INT@\n": _panel_loop(8, "int32_t", "xq"), "@PANEL_4_INT@\n": _panel_loop(4, "int32_t", "xq")}
+for _name in ("mv", "qmv"):
+    for _marker, _loop in _PANELS.items():
+        _HELPERS[_name] = _HELPERS[_name].replace(_marker, _loop)
 _HELPER_DEPS = {"mv": ("dot",), "qmv": ("qdot", "qput"), "nl_sigmoid": ("nl_tanh",)}
 
 
