@@ -26,7 +26,7 @@ from benchmarks import RESULTS
 from benchmarks.runner import train_run
 from strrnn.cli.compare import mean_std
 from strrnn.fileio import atomic_write_text
-from strrnn.modes import STR_DECAY, STR_DECAY_WARMUP
+from strrnn.modes import STR_DEBIAS, STR_DECAY, STR_DECAY_WARMUP
 
 OUT = RESULTS / "plain_loop"
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
@@ -42,7 +42,8 @@ def plain_run(decay: float, seed: int, epochs: int, data_dir: Path, hidden: int 
     strrnn.lowrank_rnn(model, factors="orthogonal", relative=True)
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3, threshold_decay=decay), lr=1e-3)
     loader = dm.train_dataloader()
-    recipe = strrnn.STRRecipe(model, opt, total_steps=epochs * len(loader), decay_warmup=STR_DECAY_WARMUP)
+    recipe = strrnn.STRRecipe(model, opt, total_steps=epochs * len(loader), decay_warmup=STR_DECAY_WARMUP,
+                              debias=STR_DEBIAS)
     cosine = torch.optim.lr_scheduler.LambdaLR(opt, recipe.lr_lambda)  # restarted where the ranks freeze
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)  # the CLI's per-epoch order (Lightning calls this): the same batches

@@ -125,7 +125,7 @@ def test_each_str_knob_of_mode_lowrank_changes_the_learned_thresholds(tmp_path, 
     for v in (value, other):
         out = tmp_path / v
         start = [] if flag == "--s-init" else ["--s-init", "-1"]  # where exp and sigmoid differ
-        assert run_cli(FAST + ["--mode", "lowrank", "--freeze-at", "1.0", *start, flag, v], out) == 0
+        assert run_cli(FAST + ["--mode", "lowrank", "--freeze-at", "1.0", "--debias", "0", *start, flag, v], out) == 0
         with (out / "ranks.csv").open() as handle:
             thresholds.append([float(r["threshold"]) for r in csv.DictReader(handle)])
         state = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]

@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fine-tunes at them (default: 0.4)")
     m.add_argument("--debias", type=float, default=None,
                    help="lowrank: fraction of training after --freeze-at over which the soft threshold's shrinkage "
-                        "of the kept singular values fades before the fine-tuning (default: 0)")
+                        "of the kept singular values fades before the fine-tuning (default: 0.2)")
     m.add_argument("--rewarm", action=argparse.BooleanOptionalAction, default=True,
                    help="lowrank, lowrank-gmp: restart the learning-rate schedule where the ranks freeze")
     m.add_argument("--strength", type=float, default=None,
