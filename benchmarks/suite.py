@@ -38,12 +38,17 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "cnn_overhead": ("cnn_overhead", ["--rounds", "20", "--threads", "1"], ["--rounds", "3", "--threads", "1"]),
     "inference_latency": ("inference_latency", [], ["--quick"]),
     "threads": ("threads", [], ["--quick"]),
-    # the published FSDD table: two strengths and two budgets (budget control), each with its fixed-rank twins
-    "rank_vs_accuracy_100ep": ("rank_vs_accuracy", ["--epochs", "100", "--strengths", "0.6", "0.8", "--no-lstm",
-                                                    "--target-params", "6600", "1980", "--jobs", "2"], ["--quick"]),
-    # real Speech Commands (the 130-speaker sample): FastGRNN at two strengths, LSTM at one, fixed-rank twins
-    "speech_commands_sample": ("rank_vs_accuracy", ["--dataset", "google12", "--epochs", "100", "--strengths", "0.6",
-                                                    "0.8", "--lstm-strength", "0.6", "--jobs", "2"], None),
+    # the published FSDD table: learned STR at two decays (≈ 50% and ≈ 20% of W,U), the paper's recipe at two,
+    # spectral GMP at each STR run's budget, every one with its fixed-rank twin
+    "rank_vs_accuracy_100ep": ("rank_vs_accuracy", ["--epochs", "100", "--decays", "1", "3", "--paper-decays", "0.05",
+                                                    "0.1", "--no-lstm", "--jobs", "2"], ["--quick"]),
+    # learned ranks fall with the decay (one seed, no twins)
+    "rank_vs_accuracy_sweep": ("rank_vs_accuracy", ["--epochs", "100", "--decays", "0.3", "1", "3", "10", "--seeds",
+                                                    "0", "--no-lstm", "--no-vanilla", "--no-gmp", "--out",
+                                                    "benchmarks/results/rank_vs_accuracy/100ep-sweep"], None),
+    # real Speech Commands (the 130-speaker sample): the same design with FSDD's decays
+    "speech_commands_sample": ("rank_vs_accuracy", ["--dataset", "google12", "--epochs", "100", "--decays", "1", "3",
+                                                    "--paper-decays", "0.1", "--no-lstm", "--jobs", "2"], None),
     # the paper's 300 epochs, FastGRNN only (the whole design at 300 epochs: drop --no-lstm)
     "rank_vs_accuracy_300ep": ("rank_vs_accuracy", ["--epochs", "300", "--no-lstm", "--jobs", "2"], None),
     "cnn_sparsity": ("cnn_sparsity", ["--jobs", "2"], ["--quick"]),
