@@ -226,10 +226,11 @@ class RankRecipeCallback:
         self.recipe.step()
         if self.recipe.done and not was_done:
             log.info("ranks frozen at step %d: %s", self.recipe.steps, self.recipe.ranks())
-            self._share_restart(pl_module)
+        self._share_restart(pl_module)
 
     def _share_restart(self, pl_module) -> None:
-        # the task's learning-rate schedule restarts where the ranks froze (rewarm=True)
+        # the task's learning-rate schedule restarts where the recipe says (rewarm=True): at the freeze, or with
+        # STRRecipe's debias at the release that ends the fade — checked every step, since that comes later
         if hasattr(pl_module, "lr_restart"):
             pl_module.lr_restart = self.recipe.restart_step
 

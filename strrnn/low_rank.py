@@ -218,7 +218,8 @@ class LowRankSTR(nn.Module):
         so that between ``min_rank`` and ``rank_cap`` of them survive (ties aside)."""
         floor, cap = self.min_rank, self.rank_cap
         if floor >= magnitudes.numel():
-            return alpha.new_zeros(())
+            # everything survives; 0·alpha keeps s in the graph (DistributedDataParallel needs every parameter used)
+            return 0.0 * alpha
         magnitudes = torch.sort(magnitudes, descending=True).values
         if floor > 0:
             # a threshold at the (floor+1)-th largest |m| keeps exactly the top `floor` entries; when that entry
@@ -302,7 +303,7 @@ class LowRankSTR(nn.Module):
         orthogonality constraint is lifted and ``m`` and ``s`` no longer act (zero gradient) — training continues like
         fixed-rank training at rank ``r`` from the current weight. ``W`` is unchanged at this step. Parameters
         keep their identity (an optimizer keeps working); reset their optimizer state, as
-        :class:`strrnn.RankSchedule` does. Returns ``r``.
+        the recipes (:class:`strrnn.rank_budget.RankRecipe`) do. Returns ``r``.
         """
         left, spec, right = self.factors(A, m, B)
         r = max(int(torch.count_nonzero(spec)), 1)

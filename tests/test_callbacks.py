@@ -23,6 +23,7 @@ from strrnn.callbacks import (
 )
 from strrnn.fileio import CorruptCheckpointError
 from strrnn.spectral_gmp import SpectralGMP
+from strrnn.str_recipe import STRRecipe
 from strrnn.task import ClassificationTask, OptimConfig, ranks_frozen
 
 _Net = TinyNet
@@ -86,6 +87,28 @@ def test_rank_schedule_callback_lands_on_target_ranks_and_resumes(tmp_path):
     fresh = RankRecipeCallback(SpectralGMP, target_ranks={"cell.W": 3, "cell.U": 5}, end=0.5)
     fresh.load_state_dict(callback.state_dict())
     assert fresh.state_dict() == callback.state_dict()  # kept until training starts
+
+
+def test_str_recipe_callback_restarts_the_lr_where_debias_releases(tmp_path):
+    # the restart comes at the release that ends the debias fade, steps after the freeze: the task must see it
+    torch.manual_seed(2)
+    model = _Net()
+    strrnn.lowrank_rnn(model, factors="orthogonal", relative=True)
+    task = ClassificationTask(model, OptimConfig(epochs=4, threshold_decay=1.0))
+    lrs = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    train, _ = _loaders()
+    callback = RankRecipeCallback(STRRecipe, freeze_at=0.25, debias=0.25, rewarm=True)
+    _trainer(tmp_path, [callback, Spy()], epochs=4).fit(task, train)
+    recipe = callback.recipe
+    assert recipe.ranks_final_at == 6 and recipe.released_at == 12
+    assert task.lr_restart == recipe.restart_step == 12
+    # the lr falls until the release, then jumps back up: a new cosine cycle
+    assert lrs[12] > 1.5 * lrs[11] and all(b <= a for a, b in zip(lrs[12:], lrs[13:]))
 
 
 def test_rank_schedule_callback_rejects_bad_targets(tmp_path):

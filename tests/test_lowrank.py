@@ -243,6 +243,12 @@ def test_freeze_rank_holds_whatever_the_threshold_does_and_is_checkpointed():
     # the gradient to s vanishes once the rank is frozen
     lin.weight.sum().backward()
     assert p.threshold.s.grad.abs().item() == 0.0
+    # frozen at full rank, s still reaches the graph (DistributedDataParallel needs a gradient for every parameter)
+    p.threshold.s.grad = None
+    p.freeze_rank(12)
+    lin.weight.sum().backward()
+    assert strrnn.rank(lin) == 12 and p.threshold.s.grad is not None and p.threshold.s.grad.item() == 0.0
+    p.freeze_rank(5)
     fresh = nn.Linear(12, 12)
     strrnn.lowrank(fresh)
     fresh.load_state_dict(lin.state_dict())
