@@ -306,7 +306,10 @@ def paired_table(groups: list[dict]) -> str:
         runs = list(g["runs"].values())
         own = _stats([s["test_acc"] for s in runs])
         if g["kind"] == "dense":
-            lines.append(f"| {g['cell']} | full rank | | | {runs[0]['params_str_dense'] or ''} (100%) | {own} | | | "
+            # a dense run has no low-rank tensors to count: the W,U size comes from a low-rank run of the same cell
+            dense_wu = next((s["params_str_dense"] for h in groups if h["cell"] == g["cell"]
+                             for s in h["runs"].values() if s.get("params_str_dense")), 0)
+            lines.append(f"| {g['cell']} | full rank | | | {f'{dense_wu:,}' if dense_wu else ''} (100%) | {own} | | | "
                          f"{len(runs)} |")
             continue
         pct = statistics.mean(100 * s["params_str"] / s["params_str_dense"] for s in runs)

@@ -190,3 +190,15 @@ def test_a_low_rank_lstm_stores_its_factors_not_their_product():
     shapes = {t.name: tuple(t.dims) for t in clip.graph.initializer if len(t.dims) == 2}
     assert shapes == {"L0_W_R_T": (32, 9), "L0_W_L_T": (9, 400), "L0_U_R_T": (100, 12), "L0_U_L_T": (12, 400),
                       "CLS_T": (100, 10)}
+
+
+def test_the_fp32_check_is_relative_to_the_size_of_the_logits():
+    # float32 rounding grows with the logits: a trained model's logits of ±50 differ by more than 1e-4 in absolute
+    # terms while agreeing to 7 digits (the C export checks the same way)
+    from strrnn.deploy.onnx_graph import _relative_error
+
+    expected = np.array([[100.0, 0.5], [-50.0, 0.0]])
+    assert _relative_error(expected, expected + [[0.01, 0.0], [0.0, 0.0]]) == pytest.approx(1e-4)
+    assert _relative_error(expected, expected + [[0.0, 0.01], [0.0, 0.0]]) == pytest.approx(0.01)  # below 1: absolute
+    assert _relative_error(expected, expected - [[0.0, 0.0], [0.02, 0.0]]) == pytest.approx(4e-4)
+    assert np.isnan(_relative_error(expected, expected * np.nan))

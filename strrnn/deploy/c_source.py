@@ -1239,7 +1239,7 @@ class CExport:
         return f"cc -std=c99 -O2 {shlex.quote(str(self.directory))}/*.c -lm -o {output}"
 
 
-def export_c(run_dir, directory, *, int8: bool = False, scales: str = "row", prefix: str = "kws", atol: float = 1e-4,
+def export_c(run_dir, directory, *, int8: bool = False, scales: str = "row", prefix: str = "kws", atol: float = 1e-3,
              samples: int = 16, seed: int = 0, cc=None) -> CExport:
     """Write the C of a run's exported model into ``directory`` and check it against PyTorch.
 

@@ -469,7 +469,7 @@ def _describe_rnn(model: nn.Module, input_shape, class_names=None):
 
 
 @torch.no_grad()
-def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: float = 1e-4, samples: int = 64,
+def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: float = 1e-3, samples: int = 64,
                 seed: int = 0, scales: str = "row") -> OnnxExport:
     """Write the exported model of ``run_dir`` to ONNX (and, with ``int8``, its int8 version) and check it.
 
@@ -484,7 +484,11 @@ def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: fl
         run_dir: a run folder written by ``strrnn train`` (or its ``exported.pt``).
         onnx_path: the fp32 ONNX file to write.
         int8: also write the int8 model: True for :func:`int8_path` of ``onnx_path``, or a file name.
-        atol: the largest difference allowed between PyTorch's and onnxruntime's fp32 logits.
+        atol: the largest difference allowed between PyTorch's and onnxruntime's fp32 logits, relative to the
+            logits' size: ``|onnx - torch| <= atol * max(1, |torch|)`` per logit. float32 rounding grows with the
+            logits, and the graph sums in another order than PyTorch (factored products) over every recurrent step:
+            a trained rank-(4, 9) FastGRNN differs by 1.1e-4 (relative); a wrong graph by O(1). The C export checks
+            the same way.
         samples, seed: how many random check inputs, drawn with which seed.
         scales: int8 weight scales of a recurrent model, ``"row"`` (one per output) or ``"tensor"`` (one per
             matrix); a traced model's int8 is ``quantize_dynamic``'s (one per tensor).
@@ -538,6 +542,11 @@ def export_onnx(run_dir, onnx_path, *, int8: bool | str | Path = False, atol: fl
     return result
 
 
+def _relative_error(expected: np.ndarray, got: np.ndarray) -> float:
+    """The largest ``|got - expected| / max(1, |expected|)`` over (B, C) logits (NaN when ``got`` has one)."""
+    return float((np.abs(expected - got) / np.maximum(1.0, np.abs(expected))).max())
+
+
 def _write_checked(onnxruntime, clip, step, path: Path, inputs, expected: np.ndarray, atol: float | None,
                    what: str) -> tuple[np.ndarray, float, np.ndarray]:
     """Write the clip graph to ``path`` and the step graph beside it, once both pass their check against
@@ -557,8 +566,9 @@ def _write_checked(onnxruntime, clip, step, path: Path, inputs, expected: np.nda
                 raise ValueError(f"the {what} {name} graph gives logits of shape {values.shape} (non-finite: "
                                  f"{int((~np.isfinite(values)).sum())}), expected {expected.shape}; not written")
         worst = float(max(np.abs(expected - got).max(), np.abs(expected - stepped).max()))
-        if atol is not None and not worst <= atol:
-            raise ValueError(f"{what} output differs from PyTorch by {worst:.3g} > {atol}; not written")
+        relative = max(_relative_error(expected, got), _relative_error(expected, stepped))
+        if atol is not None and not relative <= atol:
+            raise ValueError(f"{what} output differs from PyTorch by {relative:.3g} (relative) > {atol}; not written")
     return got, worst, stepped
 
 
@@ -568,9 +578,9 @@ def _export_traced(onnxruntime, model, input_shape, onnx_path, q_path, inputs, e
         _trace_onnx(model, input_shape, tmp)
         session = _session(onnxruntime, tmp)
         got = np.concatenate([session.run(None, {"features": part.numpy()})[0] for part in inputs])
-        worst = float(np.abs(expected - got).max())
-        if not worst <= atol:  # also refuses NaN
-            raise ValueError(f"ONNX output differs from PyTorch by {worst:.3g} > {atol}; not written")
+        worst, relative = float(np.abs(expected - got).max()), _relative_error(expected, got)
+        if not relative <= atol:  # also refuses NaN
+            raise ValueError(f"ONNX output differs from PyTorch by {relative:.3g} (relative) > {atol}; not written")
     result = OnnxExport(onnx_path, input_shape, worst, model_size(model))
     if q_path is not None:
         with atomic_path(q_path) as tmp:
