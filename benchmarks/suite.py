@@ -46,6 +46,10 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "rank_vs_accuracy_sweep": ("rank_vs_accuracy", ["--epochs", "100", "--decays", "0.3", "1", "3", "10", "--seeds",
                                                     "0", "--no-lstm", "--no-vanilla", "--no-gmp", "--out",
                                                     "benchmarks/results/rank_vs_accuracy/100ep-sweep"], None),
+    # learned STR under parameter budgets (≈ 50% and 20% of W,U): how close STR's own thresholds land (one controller)
+    "rank_vs_accuracy_budget": ("rank_vs_accuracy", ["--epochs", "100", "--decays", "--target-params", "6600", "2640",
+                                                     "--no-gmp", "--no-vanilla", "--no-lstm", "--jobs", "2", "--out",
+                                                     "benchmarks/results/rank_vs_accuracy/100ep-budget"], None),
     # real Speech Commands (the 130-speaker sample): the same design with FSDD's decays
     "speech_commands_sample": ("rank_vs_accuracy", ["--dataset", "google12", "--epochs", "100", "--decays", "1", "3",
                                                     "--paper-decays", "0.1", "--no-lstm", "--jobs", "2"], None),
