@@ -35,7 +35,7 @@ Plain PyTorch::
     strrnn.lowrank_rnn(model, factors="orthogonal", relative=True)
     opt = torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3, threshold_decay=λ), lr=1e-3)
     recipe = strrnn.STRRecipe(model, opt, total_steps=epochs * len(loader))
-    lr = torch.optim.lr_scheduler.LambdaLR(opt, recipe.lr_lambda)   # cosine, restarted when the ranks freeze
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, recipe.lr_lambda)   # cosine, restarted at the release after the freeze
     for epoch in range(epochs):
         for x, y in loader:
             opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
