@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_nets import random_spotter
 from torch import nn
 
 import strrnn
@@ -66,17 +67,7 @@ def fsdd():
 
 
 def _model(cell: str, lowrank: bool, pooling: str, layers: int, hidden: int = 20, seed: int = 0) -> nn.Module:
-    """An exported spotter with random weights (biases and gate scalars randomized too, so every term counts)."""
-    torch.manual_seed(seed)
-    model = KeywordSpotter(n_features=32, n_classes=10, cell=cell, hidden_size=hidden, num_layers=layers,
-                           pooling=pooling)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.normal_(0.0, 0.5)
-    if lowrank:
-        strrnn.lowrank_rnn(model, factors="orthogonal", max_rank={"W": 5, "U": 7}, threshold=False)
-    small = strrnn.export(model).eval()
+    small = random_spotter(cell, lowrank, pooling, layers, hidden, seed=seed)
     if lowrank:  # really stored as factors (otherwise this test would not cover the factored path)
         assert all(f"{n}_left" in cell._parameters for cell in small.rnn.cells for n in ("W", "U"))
     return small

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_nets import random_spotter
 
 import strrnn
 from strrnn.deploy.c_source import _describe
@@ -24,19 +25,7 @@ FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 ATOL = 1e-4
 
 
-def _model(cell: str, lowrank: bool, pooling: str = "last", layers: int = 1, hidden: int = 20, features: int = 32,
-           ranks=(5, 7), seed: int = 0):
-    """An exported spotter with random weights (biases and gate scalars randomized too, so every term counts)."""
-    torch.manual_seed(seed)
-    model = KeywordSpotter(n_features=features, n_classes=10, cell=cell, hidden_size=hidden, num_layers=layers,
-                           pooling=pooling)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.normal_(0.0, 0.5)
-    if lowrank:
-        strrnn.lowrank_rnn(model, factors="orthogonal", max_rank={"W": ranks[0], "U": ranks[1]}, threshold=False)
-    return strrnn.export(model).eval()
+_model = random_spotter
 
 
 def _sessions(model, shape, int8=False, per_row=True):

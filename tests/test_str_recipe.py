@@ -32,15 +32,21 @@ def _optimizer(model, decay: float = 1.0):
     return torch.optim.Adam(strrnn.param_groups(model, weight_decay=1e-3, threshold_decay=decay), lr=3e-3)
 
 
+def _optimizer_step(model, opt, x, y, step: int) -> torch.Tensor:
+    """One Adam step on the step-th batch of 8 (cycling over the data); returns the loss."""
+    idx = torch.arange(step * 8, step * 8 + 8) % len(y)
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x[idx]), y[idx])
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def _train(model, recipe, opt, steps: int, seed: int = 0) -> list[float]:
     x, y = _data(seed)
     losses = []
     for step in range(steps):
-        idx = torch.arange(step * 8, step * 8 + 8) % len(y)
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
+        loss = _optimizer_step(model, opt, x, y, step)
         if recipe is not None:
             recipe.step()
         losses.append(loss.item())
@@ -106,10 +112,7 @@ def test_freeze_releases_into_plain_factors_resets_their_state_and_restarts_the_
     cell = model.rnn.cells[0]
     rates = []
     for step in range(20):
-        idx = torch.arange(step * 8, step * 8 + 8) % len(y)
-        opt.zero_grad()
-        F.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
+        _optimizer_step(model, opt, x, y, step)
         if step == 8:
             assert all(t in opt.state for t in originals(cell, "U"))
             learned = recipe.ranks()
@@ -196,10 +199,7 @@ def test_state_dict_resumes_identically(one_thread):
         recipe2.load_state_dict(state["recipe"])
         x, y = _data()
         for step in range(split, 16):
-            idx = torch.arange(step * 8, step * 8 + 8) % len(y)
-            opt2.zero_grad()
-            F.cross_entropy(fresh(x[idx]), y[idx]).backward()
-            opt2.step()
+            _optimizer_step(fresh, opt2, x, y, step)
             recipe2.step()
         return fresh
 
@@ -251,10 +251,7 @@ def test_debias_fades_the_shrinkage_of_the_kept_entries_then_releases(one_thread
     x, y = _data()
     shrinks = []
     for step in range(40):
-        idx = torch.arange(step * 8, step * 8 + 8) % len(y)
-        opt.zero_grad()
-        F.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
+        _optimizer_step(model, opt, x, y, step)
         if step == 19:  # the fade's last step sets shrink 0: the weight before the release, computed so
             p.set_shrink(0.0)
             before = cell.U.detach().clone()

@@ -1,5 +1,5 @@
-"""A tiny one-step 'RNN' and its data, shared by the Lightning tests (imported explicitly:
-``from tiny_nets import TinyNet, tiny_dataset``)."""
+"""Small models shared by the tests (imported explicitly, e.g. ``from tiny_nets import TinyNet, tiny_dataset``): a
+tiny one-step 'RNN' and its data for the Lightning tests, and random exported keyword spotters for the export tests."""
 
 from __future__ import annotations
 
@@ -46,3 +46,22 @@ def tiny_dataset(n: int = 96) -> TensorDataset:
     x = torch.randn(n, 8, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
     return TensorDataset(x, y)
+
+
+def random_spotter(cell: str, lowrank: bool, pooling: str = "last", layers: int = 1, hidden: int = 20,
+                   features: int = 32, ranks: tuple[int, int] = (5, 7), seed: int = 0) -> nn.Module:
+    """An exported keyword spotter (10 classes) with random weights — biases and gate scalars randomized too, so
+    every term counts — and, with ``lowrank``, orthogonal W, U factors at ``ranks``."""
+    import strrnn
+    from strrnn.models import KeywordSpotter
+
+    torch.manual_seed(seed)
+    model = KeywordSpotter(n_features=features, n_classes=10, cell=cell, hidden_size=hidden, num_layers=layers,
+                           pooling=pooling)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0.0, 0.5)
+    if lowrank:
+        strrnn.lowrank_rnn(model, factors="orthogonal", max_rank={"W": ranks[0], "U": ranks[1]}, threshold=False)
+    return strrnn.export(model).eval()
